@@ -1,0 +1,46 @@
+# retrieval_zoo: `make bench MODEL=<name>` and `make test` set everything up on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MODEL ?= light_two_tower
+DATASET ?= simshop
+SEEDS ?= 1
+VARIANT ?=
+ARGS ?=
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install bench leaderboard claims data test lint perf clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+bench: install
+	$(PY) -m retrieval_zoo bench --model $(MODEL) --dataset $(DATASET) --seeds $(SEEDS) $(if $(VARIANT),--variant $(VARIANT)) $(ARGS)
+
+leaderboard: install
+	$(PY) -m retrieval_zoo leaderboard $(ARGS)
+
+claims: install
+	$(PY) -m retrieval_zoo claims
+
+data: install
+	$(PY) -m retrieval_zoo data --dataset $(DATASET) $(ARGS)
+
+test: install
+	$(PY) -m ruff check retrieval_zoo tests benchmarks datasets
+	$(PY) -m pytest -q $(ARGS)
+
+perf: install
+	$(PY) benchmarks/eval_overhead.py
+	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/bench_time.py
+
+clean:
+	rm -rf $(VENV) results/runs .pytest_cache

@@ -1,0 +1,161 @@
+"""Metrics with ranx: recall, NDCG, MRR, relevance rate and personalised recall, overall and per query group.
+
+Conventions (pinned by a golden test against pytrec_eval):
+- NDCG uses the ESCI task-1 gains E = 1, S = 0.1, C = 0.01, I = 0, stored as the integers 100 / 10 / 1 / 0
+  (ranx keeps integer relevance; NDCG is unchanged by a common scale), linear gains, log2 discount.
+- ``recall@K`` counts Exact items as relevant, ``recall_es@K`` Exact or Substitute; both are averaged over the
+  queries that have at least one such item. ``mrr@10`` is the reciprocal rank of the first Exact item.
+- ``rel@K`` (relevance rate) is the share of the top K that is Exact or Substitute: the analogue of MGDSPR's
+  P_good and MRSE's relevance metric. Unjudged items count as not relevant (exact on fully judged data such
+  as simshop, a lower bound on ESCI).
+- ``p_recall@K`` (personalised recall): the share of the items the user ordered in a held-out search that
+  appear in its top K (behaviour data only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import polars as pl
+from ranx import Qrels, Run, compare, evaluate
+
+GAINS = {"E": 100, "S": 10, "C": 1, "I": 0}
+
+# our name -> (ranx metric, qrels kind)
+METRICS: dict[str, tuple[str, str]] = {
+    **{f"recall@{k}": (f"recall@{k}", "exact") for k in (10, 100, 500)},
+    **{f"recall_es@{k}": (f"recall@{k}", "exact_sub") for k in (10, 100, 500)},
+    **{f"ndcg@{k}": (f"ndcg@{k}", "graded") for k in (10, 100)},
+    "mrr@10": ("mrr@10", "exact"),
+    **{f"rel@{k}": (f"precision@{k}-l10", "graded") for k in (10, 100)},
+    **{f"p_recall@{k}": (f"recall@{k}", "personal") for k in (10, 100, 500)},
+    "ndcg": ("ndcg", "graded"),
+}
+DEFAULT_METRICS = ["recall@10", "recall@100", "recall@500", "recall_es@100", "ndcg@10", "ndcg@100", "mrr@10",
+                   "rel@10", "rel@100", "p_recall@100", "p_recall@500"]
+HEADLINE_METRICS = ["recall@100", "recall_es@100", "ndcg@10", "mrr@10", "rel@10", "p_recall@100"]
+
+
+def check_metrics(names: list[str]) -> None:
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; valid metrics: {', '.join(METRICS)}")
+
+
+@dataclass
+class EvaluationTargets:
+    """The relevance judgments of the evaluated units, one ranx Qrels per kind, and their query groups."""
+
+    qrels: dict[str, Qrels]
+    groups: pl.DataFrame  # unit_id, group
+
+
+def _frame_to_ranx(frame: pl.DataFrame, cls, score_dtype) -> Qrels | Run:
+    data = frame.to_pandas()
+    data["q_id"] = data["q_id"].astype(object)
+    data["doc_id"] = data["doc_id"].astype(object)
+    data["score"] = data["score"].astype(score_dtype)
+    return cls.from_df(data, q_id_col="q_id", doc_id_col="doc_id", score_col="score")
+
+
+def build_targets(judgments: pl.DataFrame, units: pl.DataFrame, interactions: pl.DataFrame | None = None
+                  ) -> EvaluationTargets:
+    """``units``: unit_id, query_id, group of the evaluated units; judgments in the canonical schema.
+
+    A search inherits the judgments of its query; ``interactions`` (behaviour data) give personalised targets.
+    """
+    graded = (
+        units.select("unit_id", "query_id")
+        .join(judgments, on="query_id")
+        .select(pl.col("unit_id").alias("q_id"), pl.col("product_id").alias("doc_id"),
+                pl.col("label").replace_strict(GAINS, return_dtype=pl.Int64).alias("score"))
+    )
+    kinds = {
+        "graded": graded.filter(pl.col("score") > 0),
+        "exact": graded.filter(pl.col("score") >= GAINS["E"]).with_columns(pl.lit(1).alias("score")),
+        "exact_sub": graded.filter(pl.col("score") >= GAINS["S"]).with_columns(pl.lit(1).alias("score")),
+    }
+    if interactions is not None:
+        kinds["personal"] = (
+            interactions.filter(pl.col("action") == "order")
+            .join(units.select("unit_id"), left_on="search_id", right_on="unit_id")
+            .select(pl.col("search_id").alias("q_id"), pl.col("product_id").alias("doc_id"),
+                    pl.lit(1).alias("score"))
+            .unique()
+        )
+    qrels = {kind: _frame_to_ranx(frame, Qrels, np.int64) for kind, frame in kinds.items() if frame.height}
+    return EvaluationTargets(qrels, units.select("unit_id", pl.col("group").fill_null("all")))
+
+
+def run_from_topk(unit_ids: list[str], product_ids: list[str], scores: np.ndarray, indices: np.ndarray,
+                  name: str = "run") -> pl.DataFrame:
+    """Top-k results as a long frame (q_id, doc_id, score); -1 indices (fewer than k items) are dropped."""
+    k = indices.shape[1]
+    valid = indices.reshape(-1) >= 0
+    products = np.asarray(product_ids, dtype=object)
+    return pl.DataFrame({
+        "q_id": np.repeat(np.asarray(unit_ids, dtype=object), k)[valid].tolist(),
+        "doc_id": products[indices.reshape(-1)[valid]].tolist(),
+        "score": scores.reshape(-1)[valid].astype(np.float64),
+    })
+
+
+def to_ranx_run(frame: pl.DataFrame, name: str = "run") -> Run:
+    run = _frame_to_ranx(frame, Run, np.float64)
+    run.name = name
+    return run
+
+
+def evaluate_run(targets: EvaluationTargets, run_frame: pl.DataFrame, metrics: list[str] | None = None
+                 ) -> tuple[dict[str, float], pl.DataFrame]:
+    """Mean metrics (overall and ``metric[group=g]`` per query group) and a per-query table."""
+    metrics = metrics or DEFAULT_METRICS
+    check_metrics(metrics)
+    means: dict[str, float] = {}
+    per_query: list[pl.DataFrame] = []
+    for kind, qrels in targets.qrels.items():
+        wanted = {name: METRICS[name][0] for name in metrics if METRICS[name][1] == kind}
+        if not wanted:
+            continue
+        run = to_ranx_run(run_frame)
+        evaluate(qrels, run, list(wanted.values()), make_comparable=True)
+        for name, ranx_name in wanted.items():
+            values = run.scores[ranx_name]
+            per_query.append(pl.DataFrame({"unit_id": list(values), "metric": name,
+                                           "value": np.fromiter(values.values(), dtype=np.float64)}))
+            means[name] = float(np.mean(list(values.values()))) if values else float("nan")
+    table = pl.concat(per_query) if per_query else pl.DataFrame(
+        schema={"unit_id": pl.Utf8, "metric": pl.Utf8, "value": pl.Float64})
+    means.update(_group_means(table, targets.groups))
+    means["n_queries"] = float(targets.groups.height)
+    return means, table
+
+
+def _group_means(per_query: pl.DataFrame, groups: pl.DataFrame) -> dict[str, float]:
+    if groups["group"].n_unique() < 2:
+        return {}
+    grouped = per_query.join(groups, on="unit_id").group_by("metric", "group").agg(pl.col("value").mean())
+    return {f"{row['metric']}[group={row['group']}]": row["value"] for row in grouped.iter_rows(named=True)}
+
+
+def significance(targets: EvaluationTargets, run_a: pl.DataFrame, run_b: pl.DataFrame, metric: str,
+                 group: str | None = None, stat_test: str = "student") -> float:
+    """Two-sided p-value (ranx.compare, paired over queries) that runs a and b differ on ``metric``."""
+    ranx_name, kind = METRICS[metric]
+    qrels = targets.qrels[kind]
+    if group is not None:
+        members = set(targets.groups.filter(pl.col("group") == group)["unit_id"].to_list())
+        qrels = Qrels({q: docs for q, docs in qrels.to_dict().items() if q in members})
+        run_a = run_a.filter(pl.col("q_id").is_in(members))
+        run_b = run_b.filter(pl.col("q_id").is_in(members))
+    report = compare(qrels, [to_ranx_run(run_a, "a"), to_ranx_run(run_b, "b")], [ranx_name],
+                     stat_test=stat_test, make_comparable=True)
+    return float(report.comparisons[("a", "b")][ranx_name]["p_value"])
+
+
+def relative_change(new: float, old: float) -> float:
+    return (new - old) / old if old else float("nan")
+
+

@@ -1,0 +1,99 @@
+"""MMSE's multi-grained objective: global retrieval loss + beta x local stage ranking loss.
+
+Wang et al., "Learning Multi-Stage Multi-Grained Semantic Embeddings for E-Commerce Search", WWW 2023
+companion (JD.com, arXiv 2303.11009). The abstract names two objectives: a retrieval loss with *global* comparison ability and a ranking loss with *local* comparison ability.
+
+- Retrieval (global): softmax cross-entropy of each (query, clicked-or-ordered item) against the other
+  queries' positives and ``random_items`` sampled from the catalogue: ``losses/softmax.py``'s
+  ``in_batch_logits`` (DDP-gathered, duplicates of the row's positive masked). Here a sampled random item
+  that *is* the row's positive is masked too (softmax.py leaves that case unmasked).
+- Ranking (local): ``StageRankingLoss`` (``losses/stage_ranking.py``) over the query's stage list
+  (``stage_items`` / ``stage_levels``: ordered > clicked > unclicked > random) scored by the same inner product.
+  A random (level 0) item that also appears in the row at a higher level is dropped: uniform sampling can hit
+  the query's own clicked item, and a pair "clicked item above itself" teaches nothing but noise.
+
+``L = L_retrieval + beta * L_rank``; ``beta = 0`` is the ``retrieval_only`` ablation (stage items are then not
+encoded at all). Random and stage items are encoded once, over their unique catalogue indices.
+
+Returns ``{"loss", "retrieval", "ranking"}``.
+
+Example::
+
+    loss = MultiGrainedLoss(temperature=0.05, beta=1.0, ranking={"mode": "listwise"})
+    parts = loss(q, p, batch, module)   # batch with pos_item, random_items, stage_items, stage_levels
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from retrieval_zoo.losses.softmax import in_batch_logits, softmax_cross_entropy
+from retrieval_zoo.losses.stage_ranking import StageRankingLoss
+
+
+def encode_unique(module, index_sets: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Item vectors for several index tensors (any shape, -1 allowed), encoding each distinct item once."""
+    flat = [indices.reshape(-1).clamp(min=0) for indices in index_sets]
+    unique, inverse = torch.unique(torch.cat(flat), return_inverse=True)
+    vectors = module.encode_item_indices(unique)[inverse]
+    parts = vectors.split([len(f) for f in flat])
+    return [part.reshape(*indices.shape, -1) for part, indices in zip(parts, index_sets, strict=True)]
+
+
+def drop_conflicting_randoms(items: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Levels with a random (level 0) item set to -1 where the same item is in the row at a higher level."""
+    same = items[:, :, None] == items[:, None, :]                       # [B, S, S]
+    higher = (levels[:, None, :] > 0) & same
+    conflict = (levels == 0) & higher.any(-1)
+    return levels.masked_fill(conflict, -1)
+
+
+class MultiGrainedLoss(nn.Module):
+    """Retrieval (in-batch + random softmax) + ``beta`` x stage ranking loss (see the module docstring)."""
+
+    def __init__(self, temperature: float = 0.05, use_random_negatives: bool = True, beta: float = 1.0,
+                 ranking: dict[str, Any] | None = None):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        self.temperature = temperature
+        self.use_random_negatives = use_random_negatives
+        self.beta = beta
+        self.ranking = StageRankingLoss(**(ranking or {}))
+
+    def forward(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
+                module) -> dict[str, torch.Tensor]:
+        use_random = self.use_random_negatives and "random_items" in batch
+        use_stages = self.beta > 0
+        if use_stages and "stage_items" not in batch:
+            raise ValueError("the stage ranking loss needs stage_items / stage_levels: the model must require "
+                             "the 'stages' field (see retrieval_zoo/data/datamodule.py)")
+        wanted = ([batch["random_items"]] if use_random else []) + ([batch["stage_items"]] if use_stages else [])
+        encoded = encode_unique(module, wanted) if wanted else []
+        random_vectors = encoded.pop(0) if use_random else None
+
+        retrieval = self.retrieval_loss(queries, positives, batch, random_vectors)
+        if use_stages:
+            stage_vectors = encoded.pop(0)
+            scores = torch.einsum("bd,bsd->bs", queries, stage_vectors)
+            levels = drop_conflicting_randoms(batch["stage_items"], batch["stage_levels"])
+            ranking = self.ranking(scores, levels)
+        else:
+            ranking = queries.new_zeros(())
+        return {"loss": retrieval + self.beta * ranking, "retrieval": retrieval, "ranking": ranking.detach()}
+
+    def retrieval_loss(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
+                       random_vectors: torch.Tensor | None) -> torch.Tensor:
+        """Global comparison: softmax over every rank's positives + the shared random items."""
+        logits, targets = in_batch_logits(queries, positives, batch["pos_item"], random_vectors)
+        if random_vectors is not None:
+            n_random = len(random_vectors)
+            hit = batch["pos_item"][:, None] == batch["random_items"][None, :]
+            random_logits = logits[:, -n_random:].masked_fill(hit, float("-inf"))
+            logits = torch.cat([logits[:, :-n_random], random_logits], dim=1)
+        return softmax_cross_entropy(logits, targets, self.temperature)

@@ -1,0 +1,34 @@
+"""The model zoo. Each model is one file and one YAML config, registered here explicitly."""
+
+from __future__ import annotations
+
+from retrieval_zoo.models.base import RetrievalModule, TwoTowerModel
+from retrieval_zoo.models.bm25 import BM25Retriever
+from retrieval_zoo.models.light_two_tower import LightTwoTower
+from retrieval_zoo.models.minilm import MiniLMFineTuned, MiniLMZeroShot
+from retrieval_zoo.models.mmse import MMSE
+from retrieval_zoo.models.registry import (
+    ConfigError,
+    build_model,
+    list_models,
+    list_variants,
+    load_config,
+    register_model,
+)
+
+# -- baselines ---------------------------------------------------------------------------------------
+register_model("bm25", BM25Retriever, "bm25.yaml", "BM25 over title, brand and category (bm25s)", baseline=True)
+register_model("minilm_zeroshot", MiniLMZeroShot, "minilm_zeroshot.yaml",
+               "all-MiniLM-L6-v2 frozen sentence embeddings", baseline=True)
+register_model("minilm_finetune", MiniLMFineTuned, "minilm_finetune.yaml",
+               "all-MiniLM-L6-v2 fine-tuned two-tower, in-batch softmax", baseline=True)
+register_model("light_two_tower", LightTwoTower, "light_two_tower.yaml",
+               "DSSM-style hashed n-gram two-tower trained from scratch", baseline=True)
+
+# -- the zoo -----------------------------------------------------------------------------------------
+register_model("mmse", MMSE, "mmse.yaml", "JD MMSE: multi-stage levels, post-fused multi-grained heads")
+
+__all__ = [
+    "BM25Retriever", "ConfigError", "RetrievalModule", "TwoTowerModel", "build_model", "list_models",
+    "list_variants", "load_config", "register_model",
+]

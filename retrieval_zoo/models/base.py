@@ -1,0 +1,154 @@
+"""The one interface every model sits behind: a query tower, an item tower, a loss, inner-product scoring.
+
+A model file defines a ``TwoTowerModel`` subclass (its towers are plain ``nn.Module``s) that declares the input
+fields it needs (see ``retrieval_zoo.data.features``). ``RetrievalModule`` wraps any such model with a loss and
+an optimiser into a LightningModule; the Trainer, callbacks, loggers and strategies do the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from retrieval_zoo.data.datamodule import RetrievalDataModule
+from retrieval_zoo.data.features import ItemCatalog
+
+
+class TwoTowerModel(nn.Module):
+    """Base class of a model: ``encode_queries(batch)`` and ``encode_items(inputs)`` return [B, dim] vectors.
+
+    Subclasses set ``required_fields`` (the run fails clearly if a dataset lacks one) and ``optional_fields``
+    (used when the dataset has them, e.g. user histories), and may override ``prepare`` to derive cached inputs
+    (such as frozen image features) once the data module is built.
+    """
+
+    required_fields: ClassVar[set[str]] = {"query_text", "item_text"}
+    optional_fields: ClassVar[set[str]] = set()
+    query_tower: nn.Module
+    item_tower: nn.Module
+
+    def encode_queries(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.query_tower(batch)
+
+    def encode_items(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.item_tower(inputs)
+
+    def prepare(self, datamodule: RetrievalDataModule) -> None:
+        """Hook run once after the data module is set up and before training."""
+
+    @property
+    def trainable(self) -> bool:
+        return any(p.requires_grad for p in self.parameters())
+
+
+class RetrievalModule(pl.LightningModule):
+    """A two-tower model + a loss + an optimiser, trained by Lightning and scored by inner product."""
+
+    def __init__(self, model: TwoTowerModel, loss: nn.Module, optimizer: dict[str, Any] | None = None,
+                 name: str = "model"):
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.optimizer_config = dict(optimizer or {"name": "adam", "lr": 1e-3})
+        self.name = name
+        self.catalog: ItemCatalog | None = None
+        self.train_seconds = 0.0
+        self.train_examples = 0
+
+    @property
+    def required_fields(self) -> set[str]:
+        return set(self.model.required_fields)
+
+    @property
+    def optional_fields(self) -> set[str]:
+        return set(self.model.optional_fields)
+
+    # -- inputs ---------------------------------------------------------------------------------------
+    def attach(self, datamodule: RetrievalDataModule) -> None:
+        """Give the module the catalogue it gathers item inputs from, and let the model prepare."""
+        datamodule.setup()
+        self.catalog = datamodule.catalog
+        self.model.prepare(datamodule)
+
+    def item_inputs(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        inputs = self.catalog.gather(indices.cpu())
+        return {name: tensor.to(self.device, non_blocking=True) for name, tensor in inputs.items()}
+
+    # -- encoders -------------------------------------------------------------------------------------
+    def encode_queries(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.encode_queries(batch)
+
+    def encode_items(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.encode_items(inputs)
+
+    def encode_item_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        flat = indices.reshape(-1)
+        safe = flat.clamp(min=0)  # -1 padding encodes item 0; callers mask those positions
+        return self.encode_items(self.item_inputs(safe)).reshape(*indices.shape, -1)
+
+    @torch.no_grad()
+    def encode_catalog(self, batch_size: int = 2048, progress: bool = True) -> np.ndarray:
+        """All catalogue vectors, float32 [n_items, dim], in bounded-memory batches."""
+        from tqdm.auto import tqdm
+
+        self.eval()
+        n = len(self.catalog)
+        chunks = []
+        for start in tqdm(range(0, n, batch_size), desc=f"encode catalogue ({self.name})", disable=not progress,
+                          leave=False):
+            indices = torch.arange(start, min(start + batch_size, n))
+            chunks.append(self.encode_items(self.item_inputs(indices)).float().cpu().numpy())
+        return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+
+    @torch.no_grad()
+    def encode_units(self, datamodule: RetrievalDataModule, indices: np.ndarray) -> np.ndarray:
+        self.eval()
+        chunks = []
+        for batch in datamodule.unit_batches(indices):
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            chunks.append(self.encode_queries(batch).float().cpu().numpy())
+        return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+
+    # -- training -------------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        losses = self._losses(batch)
+        size = len(batch["pos_item"])
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=True, batch_size=size)
+        self.train_examples += size
+        return losses["loss"]
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        losses = self._losses(batch)
+        self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(batch["pos_item"]))
+
+    def _losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        queries = self.encode_queries(batch)
+        positives = self.encode_item_indices(batch["pos_item"])
+        losses = self.loss(queries, positives, batch, self)
+        return losses if isinstance(losses, dict) else {"loss": losses}
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_started = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        self.train_seconds += time.perf_counter() - self._epoch_started
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        config = dict(self.optimizer_config)
+        name = config.pop("name")
+        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad,
+                      "sgd": torch.optim.SGD}
+        if name not in optimizers:
+            raise ValueError(f"unknown optimizer '{name}'; valid optimizers: {', '.join(optimizers)}")
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        return optimizers[name](parameters, **config)
+
+    def count_parameters(self) -> tuple[int, int]:
+        """(all, trainable) parameter counts."""
+        params = list(self.model.parameters()) + list(self.loss.parameters())
+        return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)

@@ -1,0 +1,71 @@
+"""Building blocks shared by several models: pretrained starts, pooling, padding masks.
+
+Pretrained starts (foundation issue): on small real data towers trained from scratch lose badly, so every
+model's text components can start from all-MiniLM-L6-v2 — its WordPiece token embeddings as the embedding
+table (``TokenEmbedding(pretrained=True)``) and/or its frozen sentence features as an extra input
+(``SentenceAdapter`` over the ``query_sentence`` / ``item_sentence`` fields).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from retrieval_zoo.data import text
+
+
+@lru_cache(maxsize=1)
+def pretrained_token_table() -> torch.Tensor:
+    """all-MiniLM-L6-v2's WordPiece embedding table, [30522, 384] (a frozen copy)."""
+    bert = text.sentence_transformer()[0].auto_model
+    return bert.embeddings.word_embeddings.weight.detach().clone()
+
+
+class TokenEmbedding(nn.Module):
+    """WordPiece-id embeddings of size ``dim``; with ``pretrained`` the MiniLM table, projected to ``dim``."""
+
+    def __init__(self, dim: int, pretrained: bool = False, freeze_pretrained: bool = False):
+        super().__init__()
+        self.pretrained = pretrained
+        if pretrained:
+            self.table = nn.Embedding.from_pretrained(pretrained_token_table(), freeze=freeze_pretrained,
+                                                      padding_idx=text.PAD_ID)
+            self.project = nn.Linear(text.PRETRAINED_DIM, dim, bias=False)
+        else:
+            self.table = nn.Embedding(text.vocab_size(), dim, padding_idx=text.PAD_ID)
+            nn.init.normal_(self.table.weight, std=dim**-0.5)
+            self.project = nn.Identity()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.project(self.table(ids))
+
+
+def padding_mask(ids: torch.Tensor) -> torch.Tensor:
+    """True where ``ids`` is a real token (WordPiece pad id 0, item-index pad -1)."""
+    return ids > 0 if ids.dtype != torch.bool else ids
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over dim 1 of ``values`` [B, L, d] where ``mask`` [B, L]; zero for an all-padding row."""
+    weights = mask.unsqueeze(-1).to(values.dtype)
+    return (values * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class SentenceAdapter(nn.Module):
+    """A small trainable adapter over frozen 384-d sentence features."""
+
+    def __init__(self, dim: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or 2 * dim
+        self.net = nn.Sequential(nn.Linear(text.PRETRAINED_DIM, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.skip = nn.Linear(text.PRETRAINED_DIM, dim, bias=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.skip(features) + self.net(features)
+
+
+def l2_normalize(vectors: torch.Tensor) -> torch.Tensor:
+    return F.normalize(vectors, dim=-1)

@@ -1,0 +1,52 @@
+"""Light two-tower baseline trained from scratch: DSSM-style hashed word + letter-trigram bags.
+
+Huang et al., "Learning Deep Structured Semantic Models for Web Search using Clickthrough Data", CIKM 2013:
+words are broken into letter trigrams so unseen words and typos still share units. Here the hashed ids
+(``query_hashed`` / ``item_hashed`` fields) feed an ``nn.EmbeddingBag`` (mean) and a two-layer MLP per tower;
+vectors are L2-normalised and trained with in-batch softmax (temperature in the config).
+
+Assumptions: 200k hash buckets, separate (unshared) query and item towers, the title is the item text, and
+with ``pretrained_sentence`` the frozen MiniLM sentence features are added through an adapter (the
+pretrained-start row of the leaderboard).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from retrieval_zoo.models.base import TwoTowerModel
+from retrieval_zoo.models.components import SentenceAdapter, l2_normalize
+
+
+class HashedBagTower(nn.Module):
+    def __init__(self, field: str, n_buckets: int, dim: int, hidden: int, sentence_field: str | None):
+        super().__init__()
+        self.field = field
+        self.bag = nn.EmbeddingBag(n_buckets, hidden, mode="mean", padding_idx=0)
+        self.mlp = nn.Sequential(nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, dim))
+        self.sentence_field = sentence_field
+        self.sentence = SentenceAdapter(dim) if sentence_field else None
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        # ids are hashed into the data's bucket count; folding keeps any model size valid
+        vector = self.mlp(self.bag(inputs[self.field] % self.bag.num_embeddings))
+        if self.sentence is not None:
+            vector = vector + self.sentence(inputs[self.sentence_field])
+        return l2_normalize(vector)
+
+
+class LightTwoTower(TwoTowerModel):
+    """DSSM-style two-tower over hashed n-grams (see the module docstring)."""
+
+    required_fields = {"query_hashed", "item_hashed"}
+
+    def __init__(self, dim: int = 128, hidden: int = 256, n_buckets: int = 200_000,
+                 pretrained_sentence: bool = False):
+        super().__init__()
+        self.query_tower = HashedBagTower("query_hashed", n_buckets, dim, hidden,
+                                          "query_sentence" if pretrained_sentence else None)
+        self.item_tower = HashedBagTower("item_hashed", n_buckets, dim, hidden,
+                                         "item_sentence" if pretrained_sentence else None)
+        if pretrained_sentence:
+            self.required_fields = self.required_fields | {"query_sentence", "item_sentence"}

@@ -1,0 +1,86 @@
+"""The leaderboard plan: which (dataset, model, variant) runs make up results/leaderboard.md.
+
+``benchmarks/leaderboard.yaml`` lists per dataset the runs to make, baselines first (so the zoo models are
+tested against the best baseline of their dataset). After the runs, the claims of ``benchmarks/claims``
+are re-tested and the markdown rebuilt; the table is also logged to W&B (offline without an API key).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from retrieval_zoo.data.dataset import DatasetError
+
+
+def read_plan(path: str | Path) -> dict[str, Any]:
+    plan = yaml.safe_load(Path(path).read_text()) or {}
+    if "datasets" not in plan:
+        raise ValueError(f"{path}: a plan needs a 'datasets' mapping of dataset -> list of runs")
+    return plan
+
+
+def run_plan(path: str | Path = "benchmarks/leaderboard.yaml", results_dir: str | Path = "results",
+             seeds: int | None = None, only: list[str] | None = None, wandb: str | None = None) -> pl.DataFrame:
+    from retrieval_zoo.data.registry import load_dataset
+    from retrieval_zoo.runner import run_benchmark
+
+    plan = read_plan(path)
+    n_seeds = seeds or int(plan.get("seeds", 3))
+    for spec, runs in plan["datasets"].items():
+        try:
+            data = load_dataset(spec)
+        except DatasetError as error:
+            print(f"skipping dataset {spec}: {error}")
+            continue
+        for run in runs:
+            if only and run["model"] not in only:
+                continue
+            run_seeds = int(run.get("seeds", n_seeds))
+            run_benchmark(run["model"], data if ":" not in spec else spec, run_seeds, run.get("variant"),
+                          run.get("set"), results_dir, wandb, progress=False)
+    claims = Path(plan.get("claims", "benchmarks/claims"))
+    if claims.exists():
+        print(refresh_claims(claims, results_dir))
+    _log_to_wandb(Path(results_dir), wandb)
+    from retrieval_zoo.reports import read_leaderboard
+
+    return read_leaderboard(results_dir)
+
+
+def refresh_claims(claims_file: str | Path, results_dir: str | Path = "results") -> str:
+    """Re-test every claim whose runs exist, write results/claims.csv and rebuild leaderboard.md."""
+    from retrieval_zoo.data.registry import load_dataset
+    from retrieval_zoo.reports import _atomic_write, read_leaderboard, write_markdown
+    from retrieval_zoo.significance import check_claims
+
+    results_dir = Path(results_dir)
+    board = read_leaderboard(results_dir)
+    specs = dict(zip(board["dataset"].to_list(), board["dataset_spec"].to_list(), strict=True)) \
+        if "dataset_spec" in board.columns else {}
+    claims = check_claims(claims_file, board, lambda slug: load_dataset(specs.get(slug, slug)))
+    if claims.height:
+        _atomic_write(results_dir / "claims.csv", claims.write_csv())
+    write_markdown(results_dir, board)
+    return str(claims) if claims.height else "no claim has its runs yet"
+
+
+def _log_to_wandb(results_dir: Path, mode: str | None) -> None:
+    """The leaderboard as a W&B table; never fails the run."""
+    mode = mode or os.environ.get("RETRIEVAL_ZOO_WANDB") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    if mode == "disabled":
+        return
+    try:
+        import wandb
+
+        from retrieval_zoo.reports import read_leaderboard
+
+        run = wandb.init(project="retrieval_zoo", job_type="leaderboard", mode=mode, dir=str(results_dir / "wandb"))
+        run.log({"leaderboard": wandb.Table(dataframe=read_leaderboard(results_dir).to_pandas())})
+        run.finish()
+    except Exception as error:  # noqa: BLE001 - W&B must never fail a run
+        print(f"W&B leaderboard logging skipped: {error}")

@@ -1,0 +1,345 @@
+"""The benchmark runner: train -> encode the catalogue -> faiss top-K -> ranx metrics -> results + leaderboard.
+
+``run_benchmark("mgdspr", "simshop", seeds=3)`` (or ``python -m retrieval_zoo bench --model mgdspr``) trains
+with Lightning's Trainer (accelerator "auto"), encodes the catalogue in bounded batches, searches every test
+unit's top K with faiss, evaluates with ranx, writes the run under ``results/runs/<dataset>/<model>/<variant>/
+seed<k>/`` (metrics, ranked run, per-query metrics, config, versions, timings), updates
+``results/leaderboard.{csv,md}`` and prints the metrics table. Datasets whose meta names ``cv_folds`` (Icecat)
+are run as query-level k-fold cross-validation: one model per fold, the folds' test rankings pooled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytorch_lightning as L
+import torch
+import yaml
+
+from retrieval_zoo.data.datamodule import DataSettings, RetrievalDataModule
+from retrieval_zoo.data.dataset import ProductSearchDataset
+from retrieval_zoo.data.features import FeatureSettings, check_fields, dataset_fields
+from retrieval_zoo.data.registry import load_dataset
+from retrieval_zoo.evaluation import DEFAULT_METRICS, build_targets, evaluate_run, run_from_topk
+from retrieval_zoo.index import index_and_search
+from retrieval_zoo.models.base import RetrievalModule
+from retrieval_zoo.models.registry import ConfigError, build_model, load_config, model_entry
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@dataclass
+class RunResult:
+    dataset: str
+    model: str
+    variant: str
+    seed: int
+    metrics: dict[str, float]
+    costs: dict[str, Any]
+    run_dir: Path
+    config: dict[str, Any] = field(repr=False, default_factory=dict)
+    significance: dict[str, Any] = field(default_factory=dict)
+    dataset_spec: str = ""
+
+    def row(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "model": self.model, "variant": self.variant, "seed": self.seed,
+                "baseline": model_entry(self.model).baseline, **self.metrics, **self.costs,
+                **self.significance, "dataset_spec": self.dataset_spec, "run_dir": str(self.run_dir)}
+
+
+@dataclass
+class SearchOutput:
+    """What one trained model produced on one test split."""
+
+    run: pl.DataFrame
+    units: pl.DataFrame
+    costs: dict[str, Any]
+
+
+def run_benchmark(model: str, dataset: str | ProductSearchDataset = "simshop", seeds: int | list[int] = 1,
+                  variant: str | None = None, overrides: list[str] | dict | None = None,
+                  results_dir: str | Path = "results", wandb: str | None = None, progress: bool = True,
+                  update_leaderboard: bool = True, config_file: str | Path | None = None,
+                  metrics: list[str] | None = None, print_table: bool = True) -> list[RunResult]:
+    """Train and evaluate ``model`` (a registered name) on ``dataset`` for each seed; see the module docstring.
+
+    ``seeds`` is a count (seeds 0..n-1) or an explicit list. ``wandb``: "online", "offline" or "disabled"
+    (default: online with WANDB_API_KEY set, else offline). Returns one RunResult per seed.
+    """
+    config = load_config(model, variant, overrides, config_file)
+    spec = dataset if isinstance(dataset, str) else dataset.name
+    data = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    results = [run_once(config, data, spec, seed, Path(results_dir), wandb, progress, metrics)
+               for seed in seed_list]
+    if update_leaderboard:
+        from retrieval_zoo.reports import update_leaderboard as update
+
+        update(Path(results_dir), results, protocols={slug(spec): protocol_text(data)})
+    if print_table:
+        from retrieval_zoo.reports import format_results
+
+        print(format_results(results))
+    return results
+
+
+def slug(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec.replace(":", "-"))
+
+
+def protocol_text(dataset: ProductSearchDataset) -> str:
+    meta = dataset.meta
+    parts = [meta.get("protocol", dataset.name), f"catalogue {dataset.products.height:,} items"]
+    if meta.get("label_mapping"):
+        parts.append(str(meta["label_mapping"]))
+    if not meta.get("fully_judged", False):
+        parts.append("unjudged items count as not relevant")
+    return "; ".join(parts)
+
+
+# -- one seed ---------------------------------------------------------------------------------------------
+def run_once(config: dict[str, Any], dataset: ProductSearchDataset, spec: str, seed: int,
+             results_dir: Path, wandb: str | None, progress: bool, metrics: list[str] | None) -> RunResult:
+    name, variant = config["name"], config["variant"]
+    dataset_slug = slug(spec)
+    loggers = _loggers(config, dataset_slug, seed, results_dir, wandb)
+    started = time.perf_counter()
+    folds = dataset.meta.get("cv_folds")
+    if folds:
+        outputs = [train_and_search(config, fold_view(dataset, f), seed, loggers, progress) for f in range(folds)]
+    else:
+        outputs = [train_and_search(config, dataset, seed, loggers, progress)]
+    run = pl.concat([o.run for o in outputs])
+    units = pl.concat([o.units for o in outputs])
+    targets = build_targets(dataset.judgments, units, dataset.interactions if dataset.has_behaviour else None)
+    wanted = metrics or [m for m in DEFAULT_METRICS if not m.startswith("p_") or dataset.has_behaviour]
+    means, per_query = evaluate_run(targets, run, wanted)
+    costs = _merge_costs([o.costs for o in outputs])
+    costs["total_seconds"] = round(time.perf_counter() - started, 2)
+    run_dir = results_dir / "runs" / dataset_slug / name / variant / f"seed{seed}"
+    result = RunResult(dataset_slug, name, variant, seed, means, costs, run_dir, config, dataset_spec=spec)
+    result.significance = _against_best_baseline(result, results_dir, targets, run)
+    _write_run(result, dataset, run, per_query, units)
+    _log_final(loggers, result)
+    return result
+
+
+def fold_view(dataset: ProductSearchDataset, fold: int) -> ProductSearchDataset:
+    """The dataset with fold ``fold``'s queries as test and every other fold's as train."""
+    queries = dataset.queries.with_columns(
+        pl.when(pl.col("fold") == fold).then(pl.lit("test")).otherwise(pl.lit("train")).alias("split")
+    )
+    return ProductSearchDataset(
+        name=f"{dataset.name}-fold{fold}", products=dataset.products, queries=queries,
+        judgments=dataset.judgments, searches=dataset.searches, interactions=dataset.interactions,
+        users=dataset.users, images=dataset.images, image_features=dataset.image_features,
+        meta={**dataset.meta, "cv_folds": None},
+    )
+
+
+def train_and_search(config: dict[str, Any], dataset: ProductSearchDataset, seed: int, loggers: list,
+                     progress: bool) -> SearchOutput:
+    L.seed_everything(seed, workers=True, verbose=False)
+    model = build_model(config)
+    fields = set(model.required_fields) | (set(model.optional_fields) & dataset_fields(dataset))
+    check_fields(dataset, set(model.required_fields), config["name"])
+    datamodule = RetrievalDataModule(dataset, fields, data_settings(config["data"]), seed)
+    datamodule.setup()
+    test = datamodule.units.indices_of_split("test")
+    if len(test) == 0:
+        raise ConfigError(f"dataset '{dataset.name}' has no test units; check its split column")
+    k = int(config["eval"]["k"])
+    if isinstance(model, RetrievalModule):
+        scores, indices, costs = _dense_search(model, datamodule, test, config, seed, loggers, progress, k)
+    else:
+        scores, indices, costs = _retriever_search(model, datamodule, test, k)
+    units = datamodule.units
+    unit_ids = [units.unit_ids[i] for i in test]
+    run = run_from_topk(unit_ids, datamodule.catalog.product_ids, scores, indices)
+    unit_frame = pl.DataFrame({"unit_id": unit_ids, "query_id": [units.query_ids[i] for i in test],
+                               "group": [units.groups[i] for i in test]}, schema_overrides={"group": pl.Utf8})
+    return SearchOutput(run, unit_frame, costs)
+
+
+def data_settings(section: dict[str, Any]) -> DataSettings:
+    section = dict(section)
+    features = FeatureSettings(**section.pop("features", {}))
+    return DataSettings(**section, features=features)
+
+
+def _dense_search(module: RetrievalModule, datamodule: RetrievalDataModule, test: np.ndarray,
+                  config: dict[str, Any], seed: int, loggers: list, progress: bool, k: int):
+    module.attach(datamodule)
+    trainer_config = dict(config["trainer"])
+    if module.model.trainable and trainer_config.get("max_steps", -1) != 0:
+        trainer = _trainer(trainer_config, loggers, progress)
+        trainer.fit(module, datamodule=datamodule)
+        if trainer.global_rank != 0:  # DDP workers stop here; rank 0 evaluates
+            raise SystemExit(0)
+    device = torch.device("cuda" if torch.cuda.is_available() and trainer_config["accelerator"] != "cpu"
+                          else "cpu")
+    module.to(device)
+    batch = int(config["data"]["eval_batch_size"])
+    started = time.perf_counter()
+    items = module.encode_catalog(batch_size=batch, progress=progress)
+    encode_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    queries = module.encode_units(datamodule, test)
+    query_seconds = time.perf_counter() - started
+    index = config["index"]
+    result = index_and_search(items, queries, k, index["factory"], index["nprobe"], index["ef_search"], seed)
+    total, trainable = module.count_parameters()
+    costs = {
+        "params": total, "trainable_params": trainable,
+        "train_seconds": round(module.train_seconds, 2),
+        "train_pairs_per_s": round(module.train_examples / module.train_seconds, 1) if module.train_seconds else None,
+        "encode_items_per_s": round(len(items) / encode_seconds, 1),
+        "query_latency_ms": round(1000 * query_seconds / len(test) + result.latency_ms, 3),
+        "index": result.factory, "index_mb": round(result.index_bytes / 2**20, 2),
+        "catalogue_size": len(items), "test_units": len(test),
+        **_model_costs(module.model),
+    }
+    return result.scores, result.indices, costs
+
+
+def _model_costs(model) -> dict[str, Any]:
+    """Costs a model reports itself (e.g. MRSE's one-off image-feature extraction)."""
+    return dict(getattr(model, "extra_costs", {}) or {})
+
+
+def _retriever_search(retriever, datamodule: RetrievalDataModule, test: np.ndarray, k: int):
+    retriever.index(datamodule)
+    texts = [datamodule.units.texts[i] for i in test]
+    started = time.perf_counter()
+    scores, indices = retriever.retrieve(texts, k)
+    seconds = time.perf_counter() - started
+    costs = {"params": 0, "trainable_params": 0, "train_seconds": 0.0, "train_pairs_per_s": None,
+             "encode_items_per_s": round(retriever.n_items / retriever.index_seconds, 1),
+             "query_latency_ms": round(1000 * seconds / len(test), 3), "index": "bm25s (sparse)",
+             "index_mb": None, "catalogue_size": retriever.n_items, "test_units": len(test)}
+    return scores, indices, costs
+
+
+def _trainer(trainer_config: dict[str, Any], loggers: list, progress: bool) -> L.Trainer:
+    try:
+        return L.Trainer(**trainer_config, logger=loggers or False, enable_checkpointing=False,
+                         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+                         deterministic="warn")
+    except TypeError as error:
+        raise ConfigError(f"trainer config: {error}") from None
+
+
+def _merge_costs(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Folds of a cross-validation: seconds add up, rates and sizes are averaged."""
+    if len(parts) == 1:
+        return parts[0]
+    merged: dict[str, Any] = {}
+    for key, value in parts[0].items():
+        values = [p.get(key) for p in parts]
+        if isinstance(value, (int, float)) and all(isinstance(v, (int, float)) for v in values):
+            merged[key] = round(sum(values), 2) if key.endswith("_seconds") or key == "test_units" else round(
+                float(np.mean(values)), 3)
+        else:
+            merged[key] = value
+    merged["folds"] = len(parts)
+    return merged
+
+
+# -- outputs -------------------------------------------------------------------------------------------
+def versions() -> dict[str, str]:
+    import faiss
+    import ranx  # noqa: F401
+
+    from importlib.metadata import version
+
+    names = ["torch", "pytorch-lightning", "faiss-cpu", "ranx", "polars", "sentence-transformers", "open_clip_torch"]
+    found = {}
+    for package in names:
+        try:
+            found[package] = version(package)
+        except Exception:  # noqa: BLE001 - a missing optional package is simply not listed
+            continue
+    found["python"] = platform.python_version()
+    found["faiss_compile"] = faiss.get_compile_options()
+    return found
+
+
+def _against_best_baseline(result: RunResult, results_dir: Path, targets, run: pl.DataFrame) -> dict[str, Any]:
+    """p-values against the seed-matched run of the best baseline so far (none for baselines themselves)."""
+    from retrieval_zoo.reports import read_leaderboard
+    from retrieval_zoo.significance import best_baseline, compare_with_baseline
+
+    if model_entry(result.model).baseline:
+        return {}
+    best = best_baseline(read_leaderboard(results_dir), result.dataset)
+    if best is None:
+        return {}
+    baseline_dir = results_dir / "runs" / result.dataset / best[0] / best[1] / f"seed{result.seed}"
+    found = compare_with_baseline(targets, run, result.metrics, baseline_dir)
+    return {**found, "compared_to": f"{best[0]}/{best[1]}"} if found else {}
+
+
+def _write_run(result: RunResult, dataset: ProductSearchDataset, run: pl.DataFrame,
+               per_query: pl.DataFrame, units: pl.DataFrame) -> None:
+    """Everything of the run in its folder, written to a temporary folder first and renamed at the end."""
+    final = result.run_dir
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
+    (tmp / "config.yaml").write_text(yaml.safe_dump(result.config, sort_keys=False))
+    meta = {"dataset": result.dataset, "model": result.model, "variant": result.variant, "seed": result.seed,
+            "costs": result.costs, "versions": versions(), "dataset_description": dataset.describe(),
+            "protocol": protocol_text(dataset), "dropped": dataset.meta.get("dropped", {}),
+            "device": "cuda" if torch.cuda.is_available() else "cpu", "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    run.write_parquet(tmp / "run.parquet")
+    per_query.write_parquet(tmp / "per_query.parquet")
+    units.write_parquet(tmp / "units.parquet")
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
+def _loggers(config: dict[str, Any], dataset_slug: str, seed: int, results_dir: Path, wandb: str | None) -> list:
+    from pytorch_lightning.loggers import CSVLogger
+
+    name = f"{dataset_slug}/{config['name']}/{config['variant']}/seed{seed}"
+    loggers: list = [CSVLogger(results_dir / "runs" / "logs", name=name, version="")]
+    mode = wandb or os.environ.get("RETRIEVAL_ZOO_WANDB") or ("online" if os.environ.get("WANDB_API_KEY")
+                                                             else "offline")
+    if mode == "disabled":
+        return loggers
+    try:
+        from pytorch_lightning.loggers import WandbLogger
+
+        (results_dir / "wandb").mkdir(parents=True, exist_ok=True)
+        loggers.append(WandbLogger(project="retrieval_zoo", name=name.replace("/", "_"), mode=mode,
+                                   save_dir=str(results_dir / "wandb"), config=config))
+    except Exception as error:  # noqa: BLE001 - W&B must never fail a run
+        print(f"W&B logging disabled: {error}")
+    return loggers
+
+
+def _log_final(loggers: list, result: RunResult) -> None:
+    for logger in loggers:
+        try:
+            logger.log_metrics({f"test/{k}": v for k, v in result.metrics.items()})
+            logger.log_hyperparams({"seed": result.seed, "dataset": result.dataset})
+            logger.finalize("success")
+            if hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
+                logger.experiment.finish()
+        except Exception as error:  # noqa: BLE001 - W&B must never fail a run
+            print(f"logging final metrics to {type(logger).__name__} failed: {error}")

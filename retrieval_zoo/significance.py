@@ -1,0 +1,138 @@
+"""Query-level significance tests with ranx: zoo models against the best baseline, and the papers' claims.
+
+Both read the ranked runs that each benchmark run saved in its folder (``run.parquet`` and ``units.parquet``)
+and compare seed-matched runs with ``ranx.compare`` (paired Student t-test over queries). A difference is
+called significant only if it is in every seed (the largest p over seeds is reported).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import yaml
+
+from retrieval_zoo.data.dataset import ProductSearchDataset
+from retrieval_zoo.evaluation import EvaluationTargets, build_targets, relative_change, significance
+
+BASELINE_METRICS = ["ndcg@10", "recall@100"]
+
+
+@dataclass
+class SavedRun:
+    run: pl.DataFrame
+    units: pl.DataFrame
+    metrics: dict[str, float]
+
+
+def load_saved_run(run_dir: str | Path) -> SavedRun | None:
+    import json
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.parquet").exists():
+        return None
+    return SavedRun(pl.read_parquet(run_dir / "run.parquet"), pl.read_parquet(run_dir / "units.parquet"),
+                    json.loads((run_dir / "metrics.json").read_text()))
+
+
+def targets_for(dataset: ProductSearchDataset, units: pl.DataFrame) -> EvaluationTargets:
+    return build_targets(dataset.judgments, units, dataset.interactions if dataset.has_behaviour else None)
+
+
+def best_baseline(board: pl.DataFrame, dataset: str, metric: str = "ndcg@10") -> tuple[str, str] | None:
+    """(model, variant) of the baseline with the highest mean ``metric`` on ``dataset``."""
+    if not board.height or metric not in board.columns:
+        return None
+    rows = board.filter((pl.col("dataset") == dataset) & (pl.col("baseline").cast(pl.Utf8) == "true"))
+    if not rows.height:
+        return None
+    means = rows.group_by("model", "variant").agg(pl.col(metric).cast(pl.Float64).mean()).sort(metric, descending=True)
+    return means["model"][0], means["variant"][0]
+
+
+def compare_with_baseline(targets: EvaluationTargets, run: pl.DataFrame, metrics: dict[str, float],
+                          baseline_dir: Path) -> dict[str, Any]:
+    """Per-metric p-value and direction of this run against a saved baseline run of the same seed."""
+    saved = load_saved_run(baseline_dir)
+    if saved is None:
+        return {}
+    found: dict[str, Any] = {}
+    for metric in BASELINE_METRICS:
+        if metric not in metrics or metric not in saved.metrics:
+            continue
+        p = significance(targets, run, saved.run, metric)
+        found[f"p_{metric}"] = p
+        found[f"dir_{metric}"] = int(np.sign(metrics[metric] - saved.metrics[metric]))
+    return found
+
+
+# -- claims ---------------------------------------------------------------------------------------------------
+def check_claims(claims_file: str | Path, board: pl.DataFrame, load_dataset) -> pl.DataFrame:
+    """Test every claim whose runs exist (a YAML file, or a folder of them); one row per claim with the verdict."""
+    path = Path(claims_file)
+    files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+    claims = [claim for file in files for claim in (yaml.safe_load(file.read_text()) or [])]
+    rows = []
+    datasets: dict[str, ProductSearchDataset] = {}
+    for claim in claims:
+        row = _check_claim(claim, board, datasets, load_dataset)
+        if row is not None:
+            rows.append(row)
+    return pl.DataFrame(rows) if rows else pl.DataFrame()
+
+
+def _runs_of(board: pl.DataFrame, dataset: str, model_variant: str) -> dict[int, str]:
+    model, _, variant = model_variant.partition("/")
+    rows = board.filter((pl.col("dataset") == dataset) & (pl.col("model") == model)
+                        & (pl.col("variant") == (variant or "default")))
+    return {int(s): d for s, d in zip(rows["seed"].to_list(), rows["run_dir"].to_list(), strict=True)}
+
+
+def _check_claim(claim: dict[str, Any], board: pl.DataFrame, datasets: dict, load_dataset) -> dict[str, Any] | None:
+    dataset = claim["dataset"]
+    a_runs = _runs_of(board, dataset, claim["a"])
+    b_runs = _runs_of(board, claim.get("b_dataset", dataset), claim["b"])
+    seeds = sorted(set(a_runs) & set(b_runs))
+    if not seeds:
+        return None
+    metric, group = claim["metric"], claim.get("group")
+    a_values, b_values, p_values = [], [], []
+    for seed in seeds:
+        a, b = load_saved_run(a_runs[seed]), load_saved_run(b_runs[seed])
+        if a is None or b is None:
+            return None
+        spec = claim.get("dataset_spec", dataset)
+        if spec not in datasets:
+            datasets[spec] = load_dataset(spec)
+        targets = targets_for(datasets[spec], a.units)
+        key = f"{metric}[group={group}]" if group else metric
+        a_values.append(a.metrics.get(key, np.nan))
+        b_values.append(b.metrics.get(key, np.nan))
+        same_queries = claim.get("b_dataset", dataset) == dataset
+        p_values.append(significance(targets, a.run, b.run, metric, group) if same_queries else np.nan)
+    a_mean, b_mean = float(np.mean(a_values)), float(np.mean(b_values))
+    change = relative_change(a_mean, b_mean)
+    p_max = float(np.nanmax(p_values)) if not np.all(np.isnan(p_values)) else float("nan")
+    return {"dataset": dataset, "claim": claim["claim"], "metric": metric + (f" [{group}]" if group else ""),
+            "a": claim["a"] + ("" if "b_dataset" not in claim else f" ({dataset})"),
+            "b": claim["b"] + ("" if "b_dataset" not in claim else f" ({claim['b_dataset']})"),
+            "a_mean": a_mean, "b_mean": b_mean, "relative_change": change, "p_max": p_max, "seeds": len(seeds),
+            "verdict": _verdict(claim.get("expect", {}), change, p_max)}
+
+
+def _verdict(expect: dict[str, float], change: float, p_max: float) -> str:
+    checks = []
+    if "min_relative_gain" in expect:
+        checks.append(change >= expect["min_relative_gain"])
+    if "max_relative_loss" in expect:
+        checks.append(change >= -expect["max_relative_loss"])
+    if "max_abs_relative_change" in expect:
+        checks.append(abs(change) <= expect["max_abs_relative_change"])
+    if "max_p" in expect:
+        checks.append(bool(p_max < expect["max_p"]))
+    if not checks:
+        return "–"
+    return "yes" if all(checks) else "no"
