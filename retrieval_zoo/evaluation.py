@@ -2,7 +2,8 @@
 
 Conventions (pinned by a golden test against pytrec_eval):
 - NDCG uses the ESCI task-1 gains E = 1, S = 0.1, C = 0.01, I = 0, stored as the integers 100 / 10 / 1 / 0
-  (ranx keeps integer relevance; NDCG is unchanged by a common scale), linear gains, log2 discount.
+  (ranx keeps integer relevance; NDCG is unchanged by a common scale), linear gains, log2 discount. The official
+  ESCI script that swaps S and C is not followed: S (a substitute) outranks C (a complement), as in the paper.
 - ``recall@K`` counts Exact items as relevant, ``recall_es@K`` Exact or Substitute; both are averaged over the
   queries that have at least one such item. ``mrr@10`` is the reciprocal rank of the first Exact item.
 - ``rel@K`` (relevance rate) is the share of the top K that is Exact or Substitute: the analogue of MGDSPR's
@@ -10,6 +11,10 @@ Conventions (pinned by a golden test against pytrec_eval):
   as simshop, a lower bound on ESCI).
 - ``p_recall@K`` (personalised recall): the share of the items the user ordered in a held-out search that
   appear in its top K (behaviour data only).
+
+Runs and judgments reach ranx as its numba typed lists (one [n, 2] array of doc id and score per query, the
+input ``ranx.evaluate`` accepts besides Qrels/Run), built from the faiss top-K arrays without Python dicts;
+significance tests use ranx ``Qrels``/``Run`` objects and ``ranx.compare``.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import polars as pl
+from numba import njit
+from numba.typed import List as TypedList
 from ranx import Qrels, Run, compare, evaluate
 
 GAINS = {"E": 100, "S": 10, "C": 1, "I": 0}
@@ -46,14 +52,17 @@ def check_metrics(names: list[str]) -> None:
 
 @dataclass
 class EvaluationTargets:
-    """The relevance judgments of the evaluated units, one ranx Qrels per kind, and their query groups."""
+    """Relevance judgments of the evaluated units, per kind a frame (q_id, doc_id, score), and their groups."""
 
-    qrels: dict[str, Qrels]
+    qrels: dict[str, pl.DataFrame]
     groups: pl.DataFrame  # unit_id, group
+
+    def ranx_qrels(self, kind: str) -> Qrels:
+        return _frame_to_ranx(self.qrels[kind], Qrels, np.int64)
 
 
 def _frame_to_ranx(frame: pl.DataFrame, cls, score_dtype) -> Qrels | Run:
-    data = frame.to_pandas()
+    data = frame.select("q_id", "doc_id", "score").to_pandas()
     data["q_id"] = data["q_id"].astype(object)
     data["doc_id"] = data["doc_id"].astype(object)
     data["score"] = data["score"].astype(score_dtype)
@@ -74,30 +83,31 @@ def build_targets(judgments: pl.DataFrame, units: pl.DataFrame, interactions: pl
     )
     kinds = {
         "graded": graded.filter(pl.col("score") > 0),
-        "exact": graded.filter(pl.col("score") >= GAINS["E"]).with_columns(pl.lit(1).alias("score")),
-        "exact_sub": graded.filter(pl.col("score") >= GAINS["S"]).with_columns(pl.lit(1).alias("score")),
+        "exact": graded.filter(pl.col("score") >= GAINS["E"]).with_columns(pl.lit(1, pl.Int64).alias("score")),
+        "exact_sub": graded.filter(pl.col("score") >= GAINS["S"]).with_columns(pl.lit(1, pl.Int64).alias("score")),
     }
     if interactions is not None:
         kinds["personal"] = (
             interactions.filter(pl.col("action") == "order")
             .join(units.select("unit_id"), left_on="search_id", right_on="unit_id")
             .select(pl.col("search_id").alias("q_id"), pl.col("product_id").alias("doc_id"),
-                    pl.lit(1).alias("score"))
+                    pl.lit(1, pl.Int64).alias("score"))
             .unique()
         )
-    qrels = {kind: _frame_to_ranx(frame, Qrels, np.int64) for kind, frame in kinds.items() if frame.height}
+    qrels = {kind: frame for kind, frame in kinds.items() if frame.height}
     return EvaluationTargets(qrels, units.select("unit_id", pl.col("group").fill_null("all")))
 
 
-def run_from_topk(unit_ids: list[str], product_ids: list[str], scores: np.ndarray, indices: np.ndarray,
-                  name: str = "run") -> pl.DataFrame:
-    """Top-k results as a long frame (q_id, doc_id, score); -1 indices (fewer than k items) are dropped."""
+def run_from_topk(unit_ids: list[str], product_ids: list[str], scores: np.ndarray, indices: np.ndarray
+                  ) -> pl.DataFrame:
+    """Top-k results as a long frame (q_id, doc_id, score), best first; -1 indices (fewer than k items) dropped."""
     k = indices.shape[1]
-    valid = indices.reshape(-1) >= 0
-    products = np.asarray(product_ids, dtype=object)
+    flat = indices.reshape(-1)
+    valid = flat >= 0
+    query_rows = np.repeat(np.arange(len(unit_ids)), k)[valid]
     return pl.DataFrame({
-        "q_id": np.repeat(np.asarray(unit_ids, dtype=object), k)[valid].tolist(),
-        "doc_id": products[indices.reshape(-1)[valid]].tolist(),
+        "q_id": pl.Series(unit_ids, dtype=pl.Utf8).gather(query_rows),
+        "doc_id": pl.Series(product_ids, dtype=pl.Utf8).gather(flat[valid]),
         "score": scores.reshape(-1)[valid].astype(np.float64),
     })
 
@@ -108,24 +118,56 @@ def to_ranx_run(frame: pl.DataFrame, name: str = "run") -> Run:
     return run
 
 
+@njit(cache=True)
+def _typed_list(ids: np.ndarray, values: np.ndarray, offsets: np.ndarray):
+    out = TypedList()
+    for i in range(len(offsets) - 1):
+        lo, hi = offsets[i], offsets[i + 1]
+        block = np.empty((hi - lo, 2), dtype=np.float64)
+        block[:, 0] = ids[lo:hi]
+        block[:, 1] = values[lo:hi]
+        out.append(block)
+    return out
+
+
+def _ranx_lists(frame: pl.DataFrame, queries: pl.DataFrame, doc_codes: pl.DataFrame):
+    """Rows of ``frame`` grouped per query in ``queries`` order, best score first, as a ranx typed list."""
+    rows = (
+        frame.join(doc_codes, on="doc_id", how="left")
+        .join(queries, on="q_id")
+        .sort(["position", "score", "code"], descending=[False, True, False])
+    )
+    counts = np.bincount(rows["position"].to_numpy(), minlength=queries.height)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return _typed_list(rows["code"].to_numpy().astype(np.float64), rows["score"].to_numpy().astype(np.float64),
+                       offsets)
+
+
 def evaluate_run(targets: EvaluationTargets, run_frame: pl.DataFrame, metrics: list[str] | None = None
                  ) -> tuple[dict[str, float], pl.DataFrame]:
     """Mean metrics (overall and ``metric[group=g]`` per query group) and a per-query table."""
     metrics = metrics or DEFAULT_METRICS
     check_metrics(metrics)
+    doc_ids = pl.concat([run_frame["doc_id"], *[q["doc_id"] for q in targets.qrels.values()]]).unique()
+    doc_codes = pl.DataFrame({"doc_id": doc_ids, "code": np.arange(len(doc_ids), dtype=np.int64)})
     means: dict[str, float] = {}
     per_query: list[pl.DataFrame] = []
     for kind, qrels in targets.qrels.items():
         wanted = {name: METRICS[name][0] for name in metrics if METRICS[name][1] == kind}
         if not wanted:
             continue
-        run = to_ranx_run(run_frame)
-        evaluate(qrels, run, list(wanted.values()), make_comparable=True)
+        # the queries that have judgments of this kind, the order ranx sees them in
+        queries = qrels.select("q_id").unique(maintain_order=True).with_row_index("position")
+        queries = queries.with_columns(pl.col("position").cast(pl.Int64))
+        names = list(dict.fromkeys(wanted.values()))
+        # ranx 0.3 returns per-query scores for a single metric under a wrong key; two names keep the dict form
+        names = names * 2 if len(names) == 1 else names
+        scores = evaluate(_ranx_lists(qrels, queries, doc_codes), _ranx_lists(run_frame, queries, doc_codes),
+                          names, return_mean=False)
         for name, ranx_name in wanted.items():
-            values = run.scores[ranx_name]
-            per_query.append(pl.DataFrame({"unit_id": list(values), "metric": name,
-                                           "value": np.fromiter(values.values(), dtype=np.float64)}))
-            means[name] = float(np.mean(list(values.values()))) if values else float("nan")
+            values = np.asarray(scores[ranx_name], dtype=np.float64)
+            per_query.append(pl.DataFrame({"unit_id": queries["q_id"], "metric": name, "value": values}))
+            means[name] = float(values.mean()) if len(values) else float("nan")
     table = pl.concat(per_query) if per_query else pl.DataFrame(
         schema={"unit_id": pl.Utf8, "metric": pl.Utf8, "value": pl.Float64})
     means.update(_group_means(table, targets.groups))
@@ -146,16 +188,14 @@ def significance(targets: EvaluationTargets, run_a: pl.DataFrame, run_b: pl.Data
     ranx_name, kind = METRICS[metric]
     qrels = targets.qrels[kind]
     if group is not None:
-        members = set(targets.groups.filter(pl.col("group") == group)["unit_id"].to_list())
-        qrels = Qrels({q: docs for q, docs in qrels.to_dict().items() if q in members})
+        members = targets.groups.filter(pl.col("group") == group)["unit_id"]
+        qrels = qrels.filter(pl.col("q_id").is_in(members))
         run_a = run_a.filter(pl.col("q_id").is_in(members))
         run_b = run_b.filter(pl.col("q_id").is_in(members))
-    report = compare(qrels, [to_ranx_run(run_a, "a"), to_ranx_run(run_b, "b")], [ranx_name],
-                     stat_test=stat_test, make_comparable=True)
+    report = compare(_frame_to_ranx(qrels, Qrels, np.int64), [to_ranx_run(run_a, "a"), to_ranx_run(run_b, "b")],
+                     [ranx_name], stat_test=stat_test, make_comparable=True)
     return float(report.comparisons[("a", "b")][ranx_name]["p_value"])
 
 
 def relative_change(new: float, old: float) -> float:
     return (new - old) / old if old else float("nan")
-
-

@@ -141,9 +141,9 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
 
 def _significance_marker(board: pl.DataFrame, metric: str) -> pl.Expr:
     """▲/▼ when every seed's p-value is below alpha in one direction, ≈ when tested but not separable."""
-    if f"p_{metric}" not in board.columns:
+    if f"pval_{metric}" not in board.columns or f"dir_{metric}" not in board.columns:
         return pl.lit(None, pl.Utf8)
-    p = pl.col(f"p_{metric}").cast(pl.Float64, strict=False)
+    p = pl.col(f"pval_{metric}").cast(pl.Float64, strict=False)
     direction = pl.col(f"dir_{metric}").cast(pl.Float64, strict=False)
     significant = (p < SIGNIFICANCE_ALPHA).all()
     return (pl.when(p.is_null().all()).then(pl.lit(None, pl.Utf8))

@@ -64,7 +64,7 @@ def compare_with_baseline(targets: EvaluationTargets, run: pl.DataFrame, metrics
         if metric not in metrics or metric not in saved.metrics:
             continue
         p = significance(targets, run, saved.run, metric)
-        found[f"p_{metric}"] = p
+        found[f"pval_{metric}"] = p
         found[f"dir_{metric}"] = int(np.sign(metrics[metric] - saved.metrics[metric]))
     return found
 

@@ -107,8 +107,8 @@ class RetrievalDataModule(pl.LightningDataModule):
     def _loader(self, pairs: tuple[np.ndarray, np.ndarray], shuffle: bool) -> DataLoader:
         collate = TrainingBatches(self, *pairs)
         generator = torch.Generator().manual_seed(self.seed)
+        # drop_last stays False: under DDP each rank sees 1/world of the examples, which may be under a batch
         return DataLoader(range(len(pairs[0])), batch_size=self.settings.batch_size, shuffle=shuffle,
-                          drop_last=shuffle and len(pairs[0]) > self.settings.batch_size,
                           collate_fn=collate, generator=generator)
 
     def unit_batches(self, indices: np.ndarray):

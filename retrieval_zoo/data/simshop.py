@@ -58,7 +58,7 @@ from retrieval_zoo.data.dataset import DatasetError, ProductSearchDataset
 from retrieval_zoo.data.registry import cache_dir
 
 # Bump whenever the generator's output changes, so cached datasets of an older version are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 # ======================================================================================================
@@ -133,6 +133,8 @@ class SimShopConfig:
             problems.append("preference_strength, position_bias and logging_noise must be >= 0")
         if self.image_size < 16:
             problems.append("image_size must be >= 16")
+        if self.seed < 0:
+            problems.append("seed must be >= 0")
         if problems:
             raise DatasetError("invalid simshop config: " + "; ".join(problems))
 
@@ -326,7 +328,7 @@ PRICE_TIERS = ("budget", "standard", "premium", "luxury")
 TIER_PRICE_FACTOR = np.array([0.6, 1.0, 1.8, 3.5])
 MATERIALS = tuple(dict.fromkeys(m for t in PRODUCT_TYPES for m in t.materials))
 LABELS = ("E", "S", "C", "I")
-E, S, C, I = range(4)
+EXACT, SUBSTITUTE, COMPLEMENT, IRRELEVANT = range(4)  # label codes, indices into LABELS
 
 _MID_INDEX = {mid.name: i for i, mid in enumerate(MID_CATEGORIES)}
 _TYPE_INDEX = {t.name: i for i, t in enumerate(PRODUCT_TYPES)}
@@ -518,9 +520,13 @@ def _sample_brands(rng: np.random.Generator, type_idx: np.ndarray) -> np.ndarray
     brand = np.empty(len(type_idx), dtype=np.int64)
     for t in range(len(TOP_CATEGORIES)):
         rows = np.flatnonzero(top == t)
-        candidates = np.flatnonzero(BRAND_TOP == t)
+        candidates = _brands_of_top(t)
         brand[rows] = rng.choice(candidates, size=len(rows), p=_zipf_weights(len(candidates)))
     return brand
+
+
+def _brands_of_top(top: int) -> np.ndarray:
+    return np.flatnonzero(np.equal(BRAND_TOP, top))
 
 
 def _sample_materials(rng: np.random.Generator, type_idx: np.ndarray) -> np.ndarray:
@@ -776,7 +782,7 @@ def _sample_users(config: SimShopConfig) -> dict[str, np.ndarray]:
     fav_styles = _top_k_mask(rng, np.log(STYLE_POPULARITY)[None].repeat(n, 0), 1)
     fav_brands = np.zeros((n, len(BRANDS)), dtype=bool)
     for t in range(len(TOP_CATEGORIES)):  # one favourite brand per top category, big brands more often
-        candidates = np.flatnonzero(BRAND_TOP == t)
+        candidates = _brands_of_top(t)
         fav_brands[np.arange(n), rng.choice(candidates, size=n, p=_zipf_weights(len(candidates), 0.5))] = True
     visual_reliance = rng.beta(0.7, 0.7, n)
     return {
@@ -987,7 +993,7 @@ def _label_matrix(intents: dict[str, np.ndarray], catalogue: dict[str, np.ndarra
     mid_substitute = (in_mid.astype(int) @ substitute > 0) & ~in_mid
     mid_complement = (in_mid.astype(int) @ complement > 0) & ~in_mid & ~mid_substitute
     n_intents, n_products = len(intents["mid"]), len(catalogue["type"])
-    labels = np.full((n_intents, n_products), I, dtype=np.int8)
+    labels = np.full((n_intents, n_products), IRRELEVANT, dtype=np.int8)
     ptype = catalogue["type"][None, :]
     for start in range(0, n_intents, 512):
         rows = slice(start, start + 512)
@@ -1002,9 +1008,9 @@ def _label_matrix(intents: dict[str, np.ndarray], catalogue: dict[str, np.ndarra
                                (same_type & ~attributes_match) | substitute[np.maximum(it["type"], 0), ptype])
         complements = np.where(broad, mid_complement[it["mid"], ptype], complement[np.maximum(it["type"], 0), ptype])
         block = labels[rows]
-        block[complements] = C
-        block[substitutes] = S
-        block[exact] = E
+        block[complements] = COMPLEMENT
+        block[substitutes] = SUBSTITUTE
+        block[exact] = EXACT
     return labels
 
 
@@ -1172,7 +1178,7 @@ def _queries_frame(query_texts: list[str], query_intent: np.ndarray, intents: di
 
 def _judgments_frame(labels: np.ndarray, query_intent: np.ndarray) -> pl.DataFrame:
     """The E/S/C rows of every query text, copied from its intent's row of the label matrix."""
-    intent_rows, products = np.nonzero(labels < I)  # row-major: grouped by intent, products ascending
+    intent_rows, products = np.nonzero(labels < IRRELEVANT)  # row-major: grouped by intent, products ascending
     per_intent = np.bincount(intent_rows, minlength=len(labels))
     intent_start = np.concatenate([[0], np.cumsum(per_intent)[:-1]])
     lengths = per_intent[query_intent]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from retrieval_zoo.models.base import RetrievalModule, TwoTowerModel
 from retrieval_zoo.models.bm25 import BM25Retriever
 from retrieval_zoo.models.light_two_tower import LightTwoTower
+from retrieval_zoo.models.mgdspr import MGDSPR
 from retrieval_zoo.models.minilm import MiniLMFineTuned, MiniLMZeroShot
 from retrieval_zoo.models.mmse import MMSE
 from retrieval_zoo.models.registry import (
@@ -26,6 +27,7 @@ register_model("light_two_tower", LightTwoTower, "light_two_tower.yaml",
                "DSSM-style hashed n-gram two-tower trained from scratch", baseline=True)
 
 # -- the zoo -----------------------------------------------------------------------------------------
+register_model("mgdspr", MGDSPR, "mgdspr.yaml", "Taobao MGDSPR: multi-granular query, behaviour attention")
 register_model("mmse", MMSE, "mmse.yaml", "JD MMSE: multi-stage levels, post-fused multi-grained heads")
 
 __all__ = [

@@ -1,0 +1,486 @@
+"""MGDSPR: Multi-Grained Deep Semantic Product Retrieval (Taobao search).
+
+Li, Sen, et al., "Embedding-based Product Retrieval in Taobao Search", KDD 2021, arXiv 2106.09297.
+The model card with measured results is ``docs/models/mgdspr.md``; the loss is
+``retrieval_zoo/losses/mixed_hard_negatives.py``; the config and ablation variants ``configs/mgdspr.yaml``.
+
+**Query/user tower** (heavy), hidden size d everywhere:
+
+- *Multi-granular semantic unit* Q_mgs, six rows of size d (``MultiGranularUnit``). English has no characters
+  that carry meaning the way Chinese ones do, so the granularities are mapped to English units:
+  row 1 = mean of WordPiece **subword** embeddings (``query_tokens``; the analogue of Chinese character
+  unigrams, and the table a MiniLM start can initialise), row 2 = mean of hashed **character n-grams** of each
+  word (``#word#`` letter trigrams by default, ``char_ngram``: the analogue of character bigrams, robust to
+  typos), row 3 = mean of hashed **whole words**, row 4 = mean of a **Transformer** encoder's outputs over the
+  words, row 5 = attention of row 3 over the user's **previous queries** (each the mean of its word
+  embeddings; ``hist_query_tokens``), row 6 = the **sum** of rows 1-5.
+- *User behaviour attention* (``BehaviourAttention``): Q_mgs attends to each behaviour set (the query attends
+  to the history, not the target item), softmax(Q K^T / sqrt(d)) K, with a **zero vector prepended** to every
+  set so the query can attend to "nothing". Real-time (``hist_realtime``, <= 50 actions): 2-layer LSTM (dropout
+  0.2) with a residual connection, then 8-head self-attention. Short-term (``hist_short``, 10 days, <= 100):
+  8-head self-attention. Long-term (``hist_long`` + ``hist_long_action``, 30 days, <= 100): for each of item,
+  shop, leaf category and brand, the ids of the clicked, ordered and collected items are mean-pooled per action
+  (3 rows), attended, and the four attributes' outputs are summed. Each gives 6 x d: H_real, H_short, H_long.
+- *Fusion* (``FusionEncoder``): [CLS] + Q_mgs + H_real + H_short + H_long (25 rows) through a self-attention
+  (Transformer) encoder; the output at [CLS] is the query vector.
+
+**Item tower** (light): item-id embedding + tanh(W . mean of title word embeddings).
+**Score**: the inner product (unnormalised vectors, as in the paper). **Loss**: softmax over in-batch negatives
+with temperature tau = 2 plus mixed hard negatives (see the loss module).
+
+**Assumptions** (the paper is silent; each is a config key where it could matter):
+
+- English units as above; words and character n-grams are hashed (``word_buckets``, ``char_buckets``) so any
+  text works without a vocabulary; title words share the query's word table (``share_word_table``).
+- Behaviour item embedding = the item tower's item-id embedding (shared: a clicked item and a retrieved item
+  are the same object) + query-side shop, leaf-category and brand embeddings (``side_features``); the title
+  part of the item tower is not run over the 250 history items per query (cost; the paper uses id features).
+- The query attention over behaviour and previous queries is scaled by 1/sqrt(d) and has no projections
+  (the paper's softmax(Q K^T) K). Row 5 also gets a prepended zero vector, so an empty query history gives 0.
+- The history self-attentions (real-time after the LSTM, short-term) have a residual connection; no
+  positional embeddings there. The word Transformer (row 4) has learned positions and ``query_layers`` layers;
+  the fusion encoder has learned slot embeddings (which row of which block), ``fusion_layers`` pre-norm layers,
+  feed-forward 4d, dropout ``dropout``.
+- Long-term sets: mean per action type (click, order, collect) per attribute (``long_term: action_sets``), or
+  attention over every action (``long_term: sequence``).
+- Without the fusion encoder (ablations) the query vector is the sum of every block's last ("sum") row.
+- The item-id embedding is sized from the catalogue in ``prepare``; N(0, 1/d) initialisation for every table.
+- A MiniLM start (``pretrained_subwords``) initialises the subword table (row 1) from all-MiniLM-L6-v2's
+  WordPiece table (frozen by default: AdaGrad at lr 0.1 would overwrite it), and ``pretrained_sentence`` adds
+  frozen sentence features through an adapter to both towers' outputs.
+- The user-id field is not used: the paper's tower has no user-id embedding (a user is their behaviour).
+
+**Inputs per dataset**: simshop has everything (searches, users, click/order/collect logs, shops, categories,
+brands). Datasets without behaviour (Icecat, ESCI) lack ``user_history`` / ``query_history``: those branches are
+skipped (row 5 is zero, no H blocks, the fusion sees [CLS] + Q_mgs), shop/category/brand are unused, and the
+model runs in its no-user form with no change to the runner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from retrieval_zoo.models.base import TwoTowerModel
+from retrieval_zoo.models.components import SentenceAdapter, TokenEmbedding, masked_mean, padding_mask
+
+ROWS = 6  # rows of the multi-granular unit and of every behaviour block
+ATTRIBUTES = ("item_shop", "item_category", "item_brand")  # catalogue tensors of the behaviour side features
+LONG_TERM_ACTIONS = (1, 2, 3)  # click, order, collect (features.HISTORY_ACTIONS)
+
+
+# ================================================================================================
+# Text units (built once in prepare)
+# ================================================================================================
+def words_of(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def char_ngrams_of(text: str, n: int) -> list[str]:
+    """Character n-grams of each ``#word#`` (DSSM's letter n-grams; a short word is one gram)."""
+    grams = []
+    for word in words_of(text):
+        padded = f"#{word}#"
+        grams.extend(padded[i : i + n] for i in range(max(1, len(padded) - n + 1)))
+    return grams
+
+
+class UnitHasher:
+    """Stable hashing of string units into ids 1..buckets-1 (0 = padding), memoised per unit."""
+
+    def __init__(self, buckets: int, salt: str):
+        self.buckets = buckets
+        self.salt = salt.encode()
+        self.cache: dict[str, int] = {}
+
+    def __call__(self, unit: str) -> int:
+        found = self.cache.get(unit)
+        if found is None:
+            # Python's hash() is salted per process; runs must be reproducible across processes
+            digest = hashlib.blake2b(self.salt + unit.encode(), digest_size=8).digest()
+            found = self.cache[unit] = 1 + int.from_bytes(digest, "little") % (self.buckets - 1)
+        return found
+
+    def encode(self, unit_lists: list[list[str]], max_length: int) -> np.ndarray:
+        ids = np.zeros((len(unit_lists), max_length), dtype=np.int64)
+        for row, units in enumerate(unit_lists):
+            hashed = [self(u) for u in units[:max_length]]
+            ids[row, : len(hashed)] = hashed
+        return ids
+
+
+def history_rows(history_tokens: torch.Tensor, unit_tokens: torch.Tensor, unit_rows: np.ndarray) -> np.ndarray:
+    """Map each previous query of ``hist_query_tokens`` [M, H, T] to its row of ``unit_rows`` (words of a unit).
+
+    The data module stores previous queries as WordPiece ids copied from other units' ``query_tokens``, so a
+    lookup by token content recovers their words exactly; all-padding rows map to zeros.
+    """
+    lookup = {row.tobytes(): i for i, row in enumerate(unit_tokens.numpy())}
+    flat = history_tokens.reshape(-1, history_tokens.shape[-1]).numpy()
+    out = np.zeros((len(flat), unit_rows.shape[1]), dtype=np.int64)
+    for i, row in enumerate(flat):
+        if row.any():
+            out[i] = unit_rows[lookup[row.tobytes()]]
+    return out.reshape(*history_tokens.shape[:2], unit_rows.shape[1])
+
+
+# ================================================================================================
+# Attention helpers
+# ================================================================================================
+def attend_with_null(queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(d)) K over [0; K]: Q [B, R, d] attends to K [B, L, d] where ``mask`` [B, L].
+
+    The prepended zero vector is always attendable, so an empty set gives exactly 0 (never NaN) and padding
+    (mask False) gets exactly zero weight.
+    """
+    batch, _, dim = keys.shape
+    keys = torch.cat([keys.new_zeros(batch, 1, dim), keys], dim=1)
+    mask = torch.cat([mask.new_ones(batch, 1), mask], dim=1)
+    scores = queries @ keys.transpose(1, 2) / math.sqrt(dim)
+    weights = scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(dim=-1)
+    return weights @ keys.masked_fill(~mask[..., None], 0.0)
+
+
+def attendable(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` with position 0 opened in all-padding rows, so a self-attention over them stays finite.
+
+    What those rows produce is never used: the query attention that follows masks them out.
+    """
+    empty = ~mask.any(dim=1)
+    if not empty.any():
+        return mask
+    mask = mask.clone()
+    mask[empty, 0] = True
+    return mask
+
+
+def drop_padding_columns(*tensors: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Drop the columns that are padding in every row (exact: masked positions never count); keep >= 1."""
+    keep = mask.any(dim=0)
+    if keep.all():
+        return (*tensors, mask)
+    if not keep.any():
+        keep[0] = True
+    return (*(t[:, keep] for t in tensors), mask[:, keep])
+
+
+def compact_left(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Move each row's real positions to the front, order kept (histories arrive left-padded, oldest first)."""
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
+    values = values.gather(1, order[..., None].expand_as(values))
+    lengths = mask.sum(dim=1)
+    return values, torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None], lengths
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a residual connection over a padded set."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out, _ = self.attention(values, values, values, key_padding_mask=~attendable(mask), need_weights=False)
+        return values + out
+
+
+# ================================================================================================
+# Shared embeddings: words, item ids and item attributes
+# ================================================================================================
+def embedding(rows: int, dim: int) -> nn.Embedding:
+    table = nn.Embedding(rows, dim, padding_idx=0)
+    nn.init.normal_(table.weight, std=dim**-0.5)
+    with torch.no_grad():
+        table.weight[0].zero_()
+    return table
+
+
+class CatalogEmbeddings(nn.Module):
+    """Item-id embeddings (shared by the item tower and the behaviour sequences) and the query-side shop,
+    leaf-category and brand embeddings of behaviour items; sized from the catalogue by ``build``."""
+
+    def __init__(self, dim: int, side_features: bool):
+        super().__init__()
+        self.dim = dim
+        self.side_features = side_features
+        self.item: nn.Embedding | None = None
+        self.attributes = nn.ModuleDict()
+
+    def build(self, catalog) -> None:
+        self.item = nn.Embedding(len(catalog), self.dim)
+        nn.init.normal_(self.item.weight, std=self.dim**-0.5)
+        for name in ATTRIBUTES:
+            if name in catalog.tensors:
+                ids = catalog.tensors[name].long()
+                self.register_buffer(f"{name}_of", ids, persistent=False)
+                self.attributes[name] = embedding(int(ids.max()) + 1, self.dim)
+
+    @property
+    def built(self) -> bool:
+        return self.item is not None
+
+    def ids(self, name: str, items: torch.Tensor) -> torch.Tensor:
+        """Attribute ids of catalogue items (``item`` = the item index itself)."""
+        return items if name == "item" else getattr(self, f"{name}_of")[items]
+
+    def attribute(self, name: str, items: torch.Tensor) -> torch.Tensor:
+        table = self.item if name == "item" else self.attributes[name]
+        return table(self.ids(name, items))
+
+    def behaviour(self, items: torch.Tensor) -> torch.Tensor:
+        """Embedding of history items (-1 padding reads item 0; callers mask it)."""
+        items = items.clamp(min=0)
+        vectors = self.item(items)
+        if self.side_features:
+            for name in self.attributes:
+                vectors = vectors + self.attribute(name, items)
+        return vectors
+
+    def attribute_names(self) -> list[str]:
+        return ["item", *(self.attributes if self.side_features else [])]
+
+
+# ================================================================================================
+# Query tower
+# ================================================================================================
+class MultiGranularUnit(nn.Module):
+    """Q_mgs [B, 6, d]: subwords, character n-grams, words, word Transformer, previous queries, their sum.
+
+    With ``multi_granular`` off (the plain two-tower ablation) it is the word mean alone, [B, 1, d].
+    """
+
+    def __init__(self, dim: int, heads: int, words: nn.Embedding, char_buckets: int, max_words: int,
+                 layers: int, dropout: float, multi_granular: bool, query_history: bool,
+                 pretrained_subwords: bool, freeze_pretrained: bool):
+        super().__init__()
+        self.words = words
+        self.multi_granular = multi_granular
+        self.query_history = query_history
+        if multi_granular:
+            self.subwords = TokenEmbedding(dim, pretrained=pretrained_subwords, freeze_pretrained=freeze_pretrained)
+            self.chars = embedding(char_buckets, dim)
+            self.positions = nn.Parameter(torch.randn(max_words, dim) * dim**-0.5)
+            layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, batch_first=True, norm_first=True)
+            self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    @property
+    def rows(self) -> int:
+        return ROWS if self.multi_granular else 1
+
+    def word_mean(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding_bag(ids.reshape(-1, ids.shape[-1]), self.words.weight, mode="mean",
+                               padding_idx=0).reshape(*ids.shape[:-1], -1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        words = batch["mgdspr_words"]
+        word_row = self.word_mean(words)
+        if not self.multi_granular:
+            return word_row[:, None]
+        tokens = batch["query_tokens"]
+        subword_row = masked_mean(self.subwords(tokens), padding_mask(tokens))
+        char_row = F.embedding_bag(batch["mgdspr_chars"], self.chars.weight, mode="mean", padding_idx=0)
+        rows = [subword_row, char_row, word_row, self.transformer_row(words), self.history_row(word_row, batch)]
+        rows.append(torch.stack(rows).sum(0))
+        return torch.stack(rows, dim=1)
+
+    def transformer_row(self, words: torch.Tensor) -> torch.Tensor:
+        mask = padding_mask(words)
+        words, mask = drop_padding_columns(words, mask=mask)
+        hidden = self.words(words) + self.positions[: words.shape[1]]
+        hidden = self.transformer(hidden, src_key_padding_mask=~attendable(mask))
+        return masked_mean(hidden, mask)
+
+    def history_row(self, word_row: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Row 5: the query's word row attends over the previous queries' word means (zero if there are none)."""
+        if not self.query_history or "mgdspr_hist_words" not in batch:
+            return torch.zeros_like(word_row)
+        history = batch["mgdspr_hist_words"]
+        previous = self.word_mean(history)
+        return attend_with_null(word_row[:, None], previous, history.gt(0).any(-1))[:, 0]
+
+
+class BehaviourAttention(nn.Module):
+    """Q_mgs attends to the real-time, short-term and long-term behaviour: H_real, H_short, H_long [B, R, d]."""
+
+    def __init__(self, dim: int, heads: int, items: CatalogEmbeddings, lstm_layers: int, lstm_dropout: float,
+                 dropout: float, long_term: str):
+        super().__init__()
+        if long_term not in ("action_sets", "sequence"):
+            raise ValueError(f"long_term must be 'action_sets' or 'sequence', got '{long_term}'")
+        self.items = items
+        self.long_term = long_term
+        self.lstm = nn.LSTM(dim, dim, lstm_layers, batch_first=True, dropout=lstm_dropout)
+        self.realtime_attention = SelfAttention(dim, heads, dropout)
+        self.short_attention = SelfAttention(dim, heads, dropout)
+
+    def forward(self, q_mgs: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        return [self.realtime(q_mgs, batch["hist_realtime"]), self.short_term(q_mgs, batch["hist_short"]),
+                self.long(q_mgs, batch["hist_long"], batch["hist_long_action"])]
+
+    def sequence(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        items, mask = drop_padding_columns(items, mask=items >= 0)
+        return self.items.behaviour(items) * mask[..., None], mask
+
+    def realtime(self, q_mgs: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """LSTM (residual) over the real actions only (packed), then self-attention, then the query attends."""
+        values, mask = self.sequence(items)
+        values, mask, lengths = compact_left(values, mask)
+        packed = pack_padded_sequence(values, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        hidden, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=values.shape[1])
+        hidden = self.realtime_attention(hidden + values, mask)
+        return attend_with_null(q_mgs, hidden, mask)
+
+    def short_term(self, q_mgs: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        values, mask = self.sequence(items)
+        return attend_with_null(q_mgs, self.short_attention(values, mask), mask)
+
+    def long(self, q_mgs: torch.Tensor, items: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Per attribute (item, shop, leaf category, brand): attend over its action sets; sum the attributes."""
+        items, actions, mask = drop_padding_columns(items, actions, mask=(items >= 0) & (actions > 0))
+        items = items.clamp(min=0)
+        total = torch.zeros_like(q_mgs)
+        for name in self.items.attribute_names():
+            values = self.items.attribute(name, items)
+            if self.long_term == "sequence":
+                total = total + attend_with_null(q_mgs, values, mask)
+                continue
+            kinds = [mask & (actions == kind) for kind in LONG_TERM_ACTIONS]
+            pooled = torch.stack([masked_mean(values, kind) for kind in kinds], dim=1)
+            present = torch.stack([kind.any(dim=1) for kind in kinds], dim=1)
+            total = total + attend_with_null(q_mgs, pooled, present)
+        return total
+
+
+class FusionEncoder(nn.Module):
+    """Self-attention over [CLS] + Q_mgs + H_real + H_short + H_long; the output at [CLS] is the query vector."""
+
+    def __init__(self, dim: int, heads: int, layers: int, dropout: float, max_slots: int = 1 + 4 * ROWS):
+        super().__init__()
+        self.cls = nn.Parameter(torch.randn(dim) * dim**-0.5)
+        self.slots = nn.Parameter(torch.randn(max_slots, dim) * dim**-0.5)  # which row of which block
+        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        rows = torch.cat([self.cls.expand(len(blocks[0]), 1, -1), *blocks], dim=1)
+        return self.encoder(rows + self.slots[: rows.shape[1]])[:, 0]
+
+
+class MGDSPRQueryTower(nn.Module):
+    def __init__(self, unit: MultiGranularUnit, behaviour: BehaviourAttention | None,
+                 fusion: FusionEncoder | None, sentence: SentenceAdapter | None):
+        super().__init__()
+        self.unit = unit
+        self.behaviour = behaviour
+        self.fusion = fusion
+        self.sentence = sentence
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        q_mgs = self.unit(batch)
+        blocks = [q_mgs]
+        if self.behaviour is not None and "hist_realtime" in batch:
+            blocks += self.behaviour(q_mgs, batch)
+        if self.fusion is not None:
+            vector = self.fusion(blocks)
+        else:  # ablation without fusion: each block's last ("sum") row, summed
+            vector = torch.stack([block[:, -1] for block in blocks]).sum(0)
+        if self.sentence is not None:
+            vector = vector + self.sentence(batch["query_sentence"])
+        return vector
+
+
+# ================================================================================================
+# Item tower
+# ================================================================================================
+class MGDSPRItemTower(nn.Module):
+    """Item-id embedding + tanh(W . mean of title word embeddings) (+ a frozen-sentence adapter if asked)."""
+
+    def __init__(self, dim: int, words: nn.Embedding, items: CatalogEmbeddings, item_id: bool,
+                 sentence: SentenceAdapter | None):
+        super().__init__()
+        self.words = words
+        self.items = items
+        self.item_id = item_id
+        self.title = nn.Linear(dim, dim, bias=False)
+        self.sentence = sentence
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if not self.items.built:
+            raise RuntimeError("MGDSPR.prepare(datamodule) must run before items are encoded")
+        title = F.embedding_bag(inputs["mgdspr_title_words"], self.words.weight, mode="mean", padding_idx=0)
+        vector = torch.tanh(self.title(title))
+        if self.item_id:
+            vector = vector + self.items.item(inputs["item_index"])
+        if self.sentence is not None:
+            vector = vector + self.sentence(inputs["item_sentence"])
+        return vector
+
+
+# ================================================================================================
+# The model
+# ================================================================================================
+class MGDSPR(TwoTowerModel):
+    """MGDSPR behind the two-tower interface (see the module docstring); every component has a switch."""
+
+    required_fields = {"query_text"}
+    optional_fields = {"user_history", "query_history", *ATTRIBUTES}
+
+    def __init__(self, dim: int = 128, heads: int = 8, multi_granular: bool = True, query_history: bool = True,
+                 behaviour: bool = True, fusion: bool = True, char_ngram: int = 3, char_buckets: int = 65_536,
+                 word_buckets: int = 65_536, query_max_words: int = 12, title_max_words: int = 32,
+                 char_max_grams: int = 64, share_word_table: bool = True, query_layers: int = 1,
+                 fusion_layers: int = 1, lstm_layers: int = 2, lstm_dropout: float = 0.2, dropout: float = 0.1,
+                 long_term: str = "action_sets", side_features: bool = True, item_id: bool = True,
+                 pretrained_subwords: bool = False, freeze_pretrained: bool = True,
+                 pretrained_sentence: bool = False):
+        super().__init__()
+        self.char_ngram = char_ngram
+        self.query_max_words = query_max_words
+        self.title_max_words = title_max_words
+        self.char_max_grams = char_max_grams
+        self.word_hasher = UnitHasher(word_buckets, "word:")
+        self.char_hasher = UnitHasher(char_buckets, "char:")
+        self.items = CatalogEmbeddings(dim, side_features)
+        query_words = embedding(word_buckets, dim)
+        title_words = query_words if share_word_table else embedding(word_buckets, dim)
+        unit = MultiGranularUnit(dim, heads, query_words, char_buckets, query_max_words, query_layers, dropout,
+                                 multi_granular, query_history and multi_granular, pretrained_subwords,
+                                 freeze_pretrained)
+        attention = (BehaviourAttention(dim, heads, self.items, lstm_layers, lstm_dropout, dropout, long_term)
+                     if behaviour else None)
+        fuser = FusionEncoder(dim, heads, fusion_layers, dropout) if fusion else None
+        self.query_tower = MGDSPRQueryTower(unit, attention, fuser,
+                                            SentenceAdapter(dim) if pretrained_sentence else None)
+        self.item_tower = MGDSPRItemTower(dim, title_words, self.items, item_id,
+                                          SentenceAdapter(dim) if pretrained_sentence else None)
+        # only the inputs a configuration uses are built (the no-user form asks for no history at all)
+        optional = set(ATTRIBUTES) if behaviour and side_features else set()
+        if behaviour:
+            optional.add("user_history")
+        if query_history and multi_granular:
+            optional.add("query_history")
+        self.optional_fields = optional
+        if pretrained_sentence:
+            self.required_fields = self.required_fields | {"query_sentence", "item_sentence"}
+
+    def prepare(self, datamodule) -> None:
+        """Hash the query, previous-query and title words and character n-grams; size the item tables."""
+        units, catalog = datamodule.units, datamodule.catalog
+        unit_words = self.word_hasher.encode([words_of(t) for t in units.texts], self.query_max_words)
+        units.add("mgdspr_words", unit_words)
+        units.add("mgdspr_chars", self.char_hasher.encode([char_ngrams_of(t, self.char_ngram) for t in units.texts],
+                                                          self.char_max_grams))
+        if "hist_query_tokens" in units.tensors and "query_history" in self.optional_fields:
+            units.add("mgdspr_hist_words", history_rows(units.tensors["hist_query_tokens"],
+                                                        units.tensors["query_tokens"], unit_words))
+        catalog.add("mgdspr_title_words",
+                    self.word_hasher.encode([words_of(t) for t in catalog.titles], self.title_max_words))
+        if not self.items.built:
+            self.items.build(catalog)

@@ -1,0 +1,342 @@
+"""MRSE: lightweight mixture-of-experts over text and images, with multi-modal user profiles (Shopee).
+
+Chen et al., "MRSE: Multi-modality Retrieval System for E-commerce", arXiv 2408.14968 (2024). Text-only
+embedding retrieval misses intents that only a product's picture carries (a colour the title never names), and
+one fixed blend of modalities ignores that shoppers weigh them differently. MRSE answers with small experts,
+a learned mixture per input, a user profile built from what the user recently clicked, and a hybrid loss.
+
+Components as implemented (every size and choice is a key of ``configs/mrse.yaml``):
+
+- **Frozen image tower + trainable adaptor** (``image_features.py``). Image features are computed once per
+  product in ``prepare`` and cached on disk (``cache_dir()/image_features/<key>``): from a local open_clip
+  checkpoint (``image_checkpoint`` + ``image_encoder``, e.g. ViT-L-14), or, on simshop, from the small open_clip
+  config ``simshop-vit-tiny`` (4-layer ViT, 32 x 32 input) *frozen at random init* (``image_encoder_seed``);
+  ``image_pretrain_epochs > 0`` would instead train it briefly CLIP-style on the catalogue's (image, title) pairs.
+  A dataset that ships features (``item_image_features``, SQID's CLIP ViT-L/14) is used as is: nothing runs.
+  The adaptor (LayerNorm, MLP) maps a feature vector to one *visual token*.
+- **Stage 1, three lightweight experts** over the text, each returning a ``width``-d vector:
+  *VBert* - the visual token followed by the text's WordPiece tokens through a light BERT (``vbert_layers``); a
+  query has no picture, so its visual slot holds a learned placeholder token; *FtAtt* - fastText-style
+  embeddings of the words and their letter trigrams (the ``*_hashed`` fields) pooled by additive attention
+  (token importance); *Light-BERT* - a 2-layer transformer over the WordPiece tokens (``lightbert_layers``).
+  The experts' weights are shared by the query and the item tower (one text space), the gates and fusion
+  MLPs are not.
+- **Expert gate** (``fusion: gate``): a small MLP over the experts' outputs (+ the user profile for queries,
+  the category for items) gives per-input softmax weights; the mixture is the weighted sum of expert outputs.
+  Unavailable experts (VBert without images) get weight exactly 0. ``fusion: concat`` (ablation) feeds the
+  concatenated expert outputs to the fusion MLP instead. ``expert_weights(inputs, side)`` returns the weights.
+- **Stage 2, DSSM fusion**: an MLP (+ linear skip) maps the mixture plus the context vector (query: user
+  profile; item: category embedding) to the ``dim``-d, L2-normalised embedding. Scores are cosines.
+- **Multi-modal user profile** (query tower): the last ``profile_length`` items of ``hist_realtime`` (the
+  user's clicks, orders and collects before this search), each represented by its title (mean of token
+  embeddings), its image (the shared adaptor) and its category, pooled by attention to the query's mixture
+  (``profile_pooling: attention``) or averaged (``mean``).
+- **Hybrid loss**: ``losses/hybrid.py`` (softmax with in-batch + sampled negatives, plus a hard-negative
+  triplet term).
+
+Assumptions (open in the paper; each is a config key): embedding size ``dim`` = 128, expert width ``width`` = 64;
+gating = per-input softmax gate (``fusion``, ``gate_temperature``); the image enters as one *pooled* vector
+(CLS plus the mean and standard deviation of the patch tokens, ``image_token_stats``), not as patch tokens;
+VBert 1 layer (``vbert_layers``), Light-BERT 2 layers; triplet margin 0.2 on the cosine distance, weight 0.5,
+softmax weight 1, temperature 0.05 (``loss.*``); the hard negative is the hardest in-batch item of another query
+(or, with ``stage_negatives``, the hardest unclicked item of the same search); profile = last 20 real-time
+items pooled by attention; the simshop image tower is frozen at random init (it carries colour almost
+perfectly, style only partly: see docs/models/mrse.md for the probe).
+
+Input mapping: simshop - title tokens and hashed n-grams, category, 32 x 32 images (features extracted and
+cached), ``hist_realtime``; SQID/ESCI with an ``image_features`` table - the precomputed CLIP vectors replace the
+encoder; Icecat/ESCI without images - VBert is skipped (text experts only), and without users the profile is.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from retrieval_zoo.data import text
+from retrieval_zoo.models.base import TwoTowerModel
+from retrieval_zoo.models.components import TokenEmbedding, l2_normalize, masked_mean
+from retrieval_zoo.models.image_features import ImageEncoderSpec, cached_image_features
+
+EXPERTS = ("vbert", "ftatt", "lightbert")
+FUSIONS = ("gate", "concat")
+POOLINGS = ("attention", "mean")
+
+
+def trim_padding(ids: torch.Tensor) -> torch.Tensor:
+    """Drop the trailing columns that are padding in every row (short queries: most of the width)."""
+    length = int((ids > 0).sum(1).max().clamp(min=1))
+    return ids[:, :length]
+
+
+# -- the image side -------------------------------------------------------------------------------------------
+class ImageAdaptor(nn.Module):
+    """The trainable adaptor over frozen image features: one visual token of size ``width``."""
+
+    def __init__(self, feature_dim: int, width: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, 2 * width), nn.GELU(),
+                                 nn.Linear(2 * width, width))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+
+# -- the three experts ----------------------------------------------------------------------------------------
+class LightBert(nn.Module):
+    """A small pre-norm transformer over WordPiece ids, optionally after one leading (visual) token.
+
+    Output: the mean of the text tokens' states, plus the leading token's state when there is one (so the
+    visual token's information has its own path to the output rather than 1/L of a mean).
+    """
+
+    def __init__(self, tokens: TokenEmbedding, width: int, layers: int, heads: int, max_length: int = 128):
+        super().__init__()
+        self.tokens = tokens
+        self.position = nn.Embedding(max_length + 1, width)
+        nn.init.normal_(self.position.weight, std=0.02)
+        layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, ids: torch.Tensor, lead: torch.Tensor | None = None) -> torch.Tensor:
+        ids = trim_padding(ids)
+        mask = ids > 0
+        x = self.tokens(ids)
+        if lead is not None:
+            x = torch.cat([lead.unsqueeze(1), x], dim=1)
+            mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
+        x = x + self.position.weight[: x.shape[1]]
+        states = self.norm(self.encoder(x, src_key_padding_mask=~mask))
+        if lead is None:
+            return masked_mean(states, mask)
+        return states[:, 0] + masked_mean(states[:, 1:], mask[:, 1:])
+
+
+class FastTextAttention(nn.Module):
+    """FtAtt: embeddings of words and letter trigrams (fastText's subword units), pooled by attention."""
+
+    def __init__(self, n_buckets: int, width: int):
+        super().__init__()
+        self.table = nn.Embedding(n_buckets, width, padding_idx=0)
+        nn.init.normal_(self.table.weight, std=width**-0.5)
+        self.score = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 1, bias=False))
+
+    def forward(self, hashed: torch.Tensor) -> torch.Tensor:
+        hashed = trim_padding(hashed)
+        mask = hashed > 0
+        # ids were hashed into the data's bucket count; folding keeps any table size valid (0 stays padding)
+        vectors = self.table(torch.where(mask, 1 + hashed % (self.table.num_embeddings - 1), 0))
+        scores = self.score(vectors).squeeze(-1).masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=1).nan_to_num(0.0)  # an empty text gives all -inf: zero vector
+        return (weights.unsqueeze(-1) * vectors).sum(1)
+
+
+class Experts(nn.Module):
+    """The three lightweight experts, shared by both towers. ``forward`` -> [B, 3, width] in EXPERTS order."""
+
+    def __init__(self, width: int, heads: int, vbert_layers: int, lightbert_layers: int, n_buckets: int,
+                 pretrained_tokens: bool):
+        super().__init__()
+        tokens = TokenEmbedding(width, pretrained=pretrained_tokens)
+        self.tokens = tokens
+        self.vbert = LightBert(tokens, width, vbert_layers, heads)
+        self.ftatt = FastTextAttention(n_buckets, width)
+        self.lightbert = LightBert(tokens, width, lightbert_layers, heads)
+
+    def forward(self, tokens: torch.Tensor, hashed: torch.Tensor, visual: torch.Tensor | None) -> torch.Tensor:
+        outputs = [self.ftatt(hashed), self.lightbert(tokens)]
+        vbert = self.vbert(tokens, visual) if visual is not None else torch.zeros_like(outputs[0])
+        return torch.stack([vbert, *outputs], dim=1)
+
+    def title_bag(self, ids: torch.Tensor) -> torch.Tensor:
+        """Mean token embedding of each row of ``ids`` [n, L] (for profile items: cheap, no transformer)."""
+        table = self.tokens.table
+        return self.tokens.project(F.embedding_bag(ids, table.weight, mode="mean", padding_idx=0))
+
+
+# -- stage 2: gate and DSSM fusion ----------------------------------------------------------------------------
+class GatedFusion(nn.Module):
+    """Mixture of the expert outputs (per-input softmax gate, or concatenation) -> DSSM MLP -> unit vector."""
+
+    def __init__(self, n_experts: int, width: int, dim: int, fusion: str, gate_temperature: float):
+        super().__init__()
+        self.fusion = fusion
+        self.gate_temperature = gate_temperature
+        self.gate = nn.Sequential(nn.Linear((n_experts + 1) * width, width), nn.Tanh(), nn.Linear(width, n_experts))
+        mixed = width if fusion == "gate" else n_experts * width
+        self.mlp = nn.Sequential(nn.Linear(mixed, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.skip = nn.Linear(mixed, dim, bias=False)
+        self.context = nn.Linear(width, mixed, bias=False)
+
+    def weights(self, outputs: torch.Tensor, available: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """[B, E] softmax weights; unavailable experts (``available`` [E] or [B, E] False) get exactly 0."""
+        if self.fusion == "concat":  # no gate: report equal shares of the available experts
+            shares = available.to(outputs.dtype).expand(len(outputs), -1)
+            return shares / shares.sum(1, keepdim=True)
+        logits = self.gate(torch.cat([outputs.flatten(1), context], dim=1)) / self.gate_temperature
+        return torch.softmax(logits.masked_fill(~available, float("-inf")), dim=1)
+
+    def forward(self, outputs: torch.Tensor, available: torch.Tensor,
+                context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = self.weights(outputs, available, context)
+        if self.fusion == "gate":
+            mixed = (weights.unsqueeze(-1) * outputs).sum(1)
+        else:
+            mixed = (outputs * available.to(outputs.dtype).unsqueeze(-1)).flatten(1)
+        mixed = mixed + self.context(context)
+        return l2_normalize(self.mlp(mixed) + self.skip(mixed)), weights
+
+
+# -- the user profile -----------------------------------------------------------------------------------------
+class UserProfile(nn.Module):
+    """The user's recently clicked items (title, image, category) pooled into one vector."""
+
+    def __init__(self, width: int, length: int, pooling: str):
+        super().__init__()
+        self.length = length
+        self.pooling = pooling
+        self.query = nn.Linear(width, width, bias=False)
+        self.key = nn.Linear(width, width, bias=False)
+
+    def forward(self, items: torch.Tensor, mask: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        """``items`` [B, L, width] with ``mask`` [B, L]; ``anchor`` [B, width] (the query) steers attention."""
+        if self.pooling == "mean":
+            return masked_mean(items, mask)
+        scores = (self.key(items) @ self.query(anchor).unsqueeze(-1)).squeeze(-1) / math.sqrt(items.shape[-1])
+        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1).nan_to_num(0.0)
+        return (weights.unsqueeze(-1) * items).sum(1)
+
+
+# -- the towers -----------------------------------------------------------------------------------------------
+class ItemTower(nn.Module):
+    def __init__(self, owner: MRSE):
+        super().__init__()
+        self._owner = [owner]  # a plain reference (not a submodule): the owner holds the shared parts
+        self.fusion = GatedFusion(len(EXPERTS), owner.width, owner.dim, owner.fusion, owner.gate_temperature)
+
+    def forward_with_weights(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        owner = self._owner[0]
+        visual = owner.visual_tokens(inputs)
+        outputs = owner.experts(inputs["item_tokens"], inputs["item_hashed"], visual)
+        context = owner.category_vectors(inputs["item_category"])
+        return self.fusion(outputs, owner.available_experts(outputs.device), context)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.forward_with_weights(inputs)[0]
+
+
+class QueryTower(nn.Module):
+    def __init__(self, owner: MRSE):
+        super().__init__()
+        self._owner = [owner]
+        width = owner.width
+        self.visual_placeholder = nn.Parameter(torch.randn(width) * 0.02)  # a query has no picture
+        self.profile = UserProfile(width, owner.profile_length, owner.profile_pooling)
+        self.fusion = GatedFusion(len(EXPERTS), width, owner.dim, owner.fusion, owner.gate_temperature)
+
+    def forward_with_weights(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        owner = self._owner[0]
+        tokens = batch["query_tokens"]
+        visual = self.visual_placeholder.expand(len(tokens), -1) if owner.has_image else None
+        outputs = owner.experts(tokens, batch["query_hashed"], visual)
+        available = owner.available_experts(outputs.device)
+        context = torch.zeros_like(outputs[:, 0])
+        if owner.use_profile and "hist_realtime" in batch:
+            anchor = (outputs * available.unsqueeze(-1)).sum(1) / available.sum()
+            context = self.profile(*owner.history_items(batch["hist_realtime"][:, -owner.profile_length:]), anchor)
+        return self.fusion(outputs, available, context)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.forward_with_weights(batch)[0]
+
+
+class MRSE(TwoTowerModel):
+    """Multi-modal retrieval with lightweight experts, gates and user profiles (see the module docstring)."""
+
+    required_fields = {"query_text", "query_hashed", "item_text", "item_hashed", "item_category"}
+    optional_fields = {"item_image", "item_image_features", "user_history"}
+
+    def __init__(self, dim: int = 128, width: int = 64, heads: int = 2, vbert_layers: int = 1,
+                 lightbert_layers: int = 2, n_buckets: int = 200_000, n_categories: int = 4096,
+                 pretrained_tokens: bool = False, fusion: str = "gate", gate_temperature: float = 1.0,
+                 use_image: bool = True, image_encoder: str = "simshop-vit-tiny", image_checkpoint: str | None = None,
+                 image_encoder_seed: int = 0, image_pretrain_epochs: int = 0, image_token_stats: bool = True,
+                 use_profile: bool = True, profile_length: int = 20, profile_pooling: str = "attention"):
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion '{fusion}'; valid: {', '.join(FUSIONS)}")
+        if profile_pooling not in POOLINGS:
+            raise ValueError(f"unknown profile_pooling '{profile_pooling}'; valid: {', '.join(POOLINGS)}")
+        self.dim, self.width, self.fusion = dim, width, fusion
+        self.gate_temperature = gate_temperature
+        self.use_image, self.use_profile = use_image, use_profile
+        self.profile_length, self.profile_pooling = profile_length, profile_pooling
+        self.image_spec = ImageEncoderSpec(name=image_encoder, checkpoint=image_checkpoint, seed=image_encoder_seed,
+                                           pretrain_epochs=image_pretrain_epochs, token_stats=image_token_stats)
+        self.experts = Experts(width, heads, vbert_layers, lightbert_layers, n_buckets, pretrained_tokens)
+        self.categories = nn.Embedding(n_categories, width, padding_idx=0)
+        self.image_adaptor: ImageAdaptor | None = None  # built in prepare, once the feature size is known
+        self.has_image = False
+        self.catalog = None
+        self.extra_costs: dict[str, Any] = {}
+        self.query_tower = QueryTower(self)
+        self.item_tower = ItemTower(self)
+        # instance-level fields: variants that drop a modality do not build its inputs
+        self.optional_fields = ({"item_image", "item_image_features"} if use_image else set()) | (
+            {"user_history"} if use_profile else set())
+
+    # -- prepare: frozen image features, once --------------------------------------------------------------
+    def prepare(self, datamodule) -> None:
+        catalog = datamodule.catalog
+        self.catalog = catalog
+        if not self.use_image:
+            return
+        if "item_image_features" not in catalog.tensors and "item_image" in catalog.tensors:
+            features, stats = cached_image_features(catalog.tensors["item_image"], self.image_spec,
+                                                    catalog.tensors.get("item_tokens"))
+            catalog.add("item_image_features", torch.as_tensor(features))
+            self.extra_costs = {"image_features_per_s": stats.images_per_s, "image_cache_mb": round(stats.cache_mb, 2),
+                                "image_cache_hit": stats.cache_hit, "image_seconds": round(stats.seconds, 2)}
+        elif "item_image_features" in catalog.tensors:
+            self.extra_costs = {"image_features_per_s": None, "image_cache_mb": 0.0,
+                                "image_source": "precomputed"}
+        if "item_image_features" in catalog.tensors:
+            self.has_image = True
+            feature_dim = catalog.tensors["item_image_features"].shape[1]
+            self.image_adaptor = ImageAdaptor(feature_dim, self.width)
+
+    # -- shared pieces the towers use ------------------------------------------------------------------------
+    def available_experts(self, device: torch.device) -> torch.Tensor:
+        return torch.tensor([self.has_image, True, True], device=device)
+
+    def visual_tokens(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        if not self.has_image:
+            return None
+        return self.image_adaptor(inputs["item_image_features"].float())
+
+    def category_vectors(self, category: torch.Tensor) -> torch.Tensor:
+        return self.categories(category % self.categories.num_embeddings)
+
+    def history_items(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Profile items [B, L, width] (title bag + image token + category) and their mask [B, L]."""
+        mask = history >= 0
+        items = self.catalog.gather(history.clamp(min=0).cpu().reshape(-1))
+        device = history.device
+        vectors = self.experts.title_bag(trim_padding(items["item_tokens"]).to(device))
+        vectors = vectors + self.category_vectors(items["item_category"].to(device))
+        if self.has_image:
+            vectors = vectors + self.image_adaptor(items["item_image_features"].to(device).float())
+        return vectors.reshape(*history.shape, -1), mask
+
+    # -- inspection ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def expert_weights(self, inputs: dict[str, torch.Tensor], side: str = "query") -> torch.Tensor:
+        """Per-input expert weights [B, 3] (columns in EXPERTS order; each row sums to 1)."""
+        tower = {"query": self.query_tower, "item": self.item_tower}[side]
+        return tower.forward_with_weights(inputs)[1]

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval_zoo.index import build_index, index_and_search, search
+
+
+def test_flat_index_is_exact_inner_product_search():
+    rng = np.random.default_rng(0)
+    items = rng.normal(size=(500, 16)).astype(np.float32)
+    queries = rng.normal(size=(30, 16)).astype(np.float32)
+    result = index_and_search(items, queries, k=10)
+    expected = np.argsort(-(queries @ items.T), axis=1)[:, :10]
+    np.testing.assert_array_equal(result.indices, expected)
+    np.testing.assert_allclose(result.scores, np.take_along_axis(queries @ items.T, expected, 1), rtol=1e-5)
+    assert result.index_bytes > 500 * 16 * 4 - 1
+
+
+def test_k_larger_than_catalogue_is_clipped():
+    items = np.eye(4, dtype=np.float32)
+    scores, indices = search(build_index(items), items, k=10)
+    assert indices.shape == (4, 4)
+
+
+def test_ivf_and_hnsw_find_most_exact_neighbours():
+    rng = np.random.default_rng(1)
+    items = rng.normal(size=(4000, 16)).astype(np.float32)
+    queries = rng.normal(size=(50, 16)).astype(np.float32)
+    exact = np.argmax(queries @ items.T, axis=1)
+    for factory in ("IVF16,Flat", "HNSW16"):
+        result = index_and_search(items, queries, k=1, factory=factory, nprobe=8)
+        assert (result.indices[:, 0] == exact).mean() > 0.9, factory
+
+
+def test_ivf_with_too_few_training_vectors_says_what_to_do():
+    items = np.random.default_rng(2).normal(size=(100, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match="index.factory=Flat"):
+        build_index(items, "IVF256,Flat")
+
+
+def test_unknown_factory_is_a_clear_error():
+    with pytest.raises(ValueError, match="faiss cannot build index 'Bogus42'"):
+        build_index(np.eye(4, dtype=np.float32), "Bogus42")

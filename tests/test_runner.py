@@ -1,0 +1,84 @@
+"""End to end: every registered model through the one runner on tiny simshop; results and leaderboard."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import polars as pl
+import pytest
+
+import retrieval_zoo as rz
+from retrieval_zoo.models import list_models
+from retrieval_zoo.runner import run_benchmark
+
+FAST = ["trainer.max_steps=3", "trainer.limit_val_batches=1", "data.eval_batch_size=256"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return rz.load_dataset("simshop-tiny")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", list_models())
+def test_every_model_runs_end_to_end(model, tiny, tmp_path):
+    overrides = FAST + (["trainer.max_steps=0"] if model == "minilm_zeroshot" else [])
+    [result] = run_benchmark(model, tiny, seeds=1, overrides=overrides, results_dir=tmp_path, wandb="disabled",
+                             progress=False, print_table=False)
+    for metric in ("recall@100", "ndcg@10", "mrr@10", "rel@10", "p_recall@100"):
+        assert math.isfinite(result.metrics[metric]), metric
+        assert 0.0 <= result.metrics[metric] <= 1.0
+    assert result.costs["catalogue_size"] == tiny.products.height
+    for name in ("metrics.json", "config.yaml", "meta.json", "run.parquet", "per_query.parquet", "units.parquet"):
+        assert (result.run_dir / name).exists(), name
+    meta = json.loads((result.run_dir / "meta.json").read_text())
+    assert meta["seed"] == 0 and "torch" in meta["versions"]
+    board = pl.read_csv(tmp_path / "leaderboard.csv")
+    assert board.filter(pl.col("model") == model).height == 1
+    assert f"| {model}" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_leaderboard_keeps_one_row_per_seed_and_tests_against_the_best_baseline(tiny, tmp_path):
+    run_benchmark("bm25", tiny, seeds=2, results_dir=tmp_path, wandb="disabled", progress=False, print_table=False)
+    run_benchmark("light_two_tower", tiny, seeds=[0], overrides=FAST, results_dir=tmp_path, wandb="disabled",
+                  progress=False, print_table=False)
+    [again] = run_benchmark("bm25", tiny, seeds=[1], results_dir=tmp_path, wandb="disabled", progress=False,
+                            print_table=False)
+    board = rz.leaderboard(tmp_path)
+    assert board.height == 3
+    assert sorted(board.filter(pl.col("model") == "bm25")["seed"].to_list()) == [0, 1]
+    assert again.metrics["ndcg@10"] > 0
+    # light_two_tower is a baseline too, so nothing is compared; mark it as a zoo model to exercise the test
+    markdown = (tmp_path / "leaderboard.md").read_text()
+    assert "## simshop-tiny" in markdown and "Protocol:" in markdown and "± " in markdown
+
+
+def test_a_failed_run_leaves_the_leaderboard_untouched(tiny, tmp_path, monkeypatch):
+    run_benchmark("bm25", tiny, seeds=1, results_dir=tmp_path, wandb="disabled", progress=False, print_table=False)
+    before_csv = (tmp_path / "leaderboard.csv").read_text()
+    before_md = (tmp_path / "leaderboard.md").read_text()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated crash during evaluation")
+
+    monkeypatch.setattr("retrieval_zoo.runner.evaluate_run", broken)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_benchmark("bm25", tiny, seeds=[7], results_dir=tmp_path, wandb="disabled", progress=False)
+    assert (tmp_path / "leaderboard.csv").read_text() == before_csv
+    assert (tmp_path / "leaderboard.md").read_text() == before_md
+    assert not (tmp_path / "runs" / "simshop-tiny" / "bm25" / "default" / "seed7").exists()
+
+
+def test_label_only_dataset_runs_without_behaviour_metrics(label_dataset, tmp_path):
+    [result] = run_benchmark("light_two_tower", label_dataset, seeds=1, overrides=FAST, results_dir=tmp_path,
+                             wandb="disabled", progress=False, print_table=False)
+    assert "p_recall@100" not in result.metrics
+    assert result.metrics["recall@100"] > 0
+
+
+def test_wandb_offline_never_fails_a_run(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    [result] = run_benchmark("bm25", tiny, seeds=1, results_dir=tmp_path, wandb="offline", progress=False,
+                             print_table=False)
+    assert math.isfinite(result.metrics["ndcg@10"])
