@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from retrieval_zoo.losses.hybrid import HybridLoss
 from retrieval_zoo.losses.mixed_hard_negatives import MixedHardNegativesLoss
 from retrieval_zoo.losses.multi_grained import MultiGrainedLoss
 from retrieval_zoo.losses.softmax import InBatchSoftmaxLoss
@@ -12,6 +13,7 @@ LOSSES: dict[str, type[nn.Module]] = {
     "softmax": InBatchSoftmaxLoss,
     "mixed_hard_negatives": MixedHardNegativesLoss,
     "multi_grained": MultiGrainedLoss,
+    "hybrid": HybridLoss,
 }
 
 

@@ -49,6 +49,13 @@ def pairwise_distance(queries: torch.Tensor, items: torch.Tensor, distance: str)
     return (queries - items).pow(2).sum(-1).clamp(min=1e-12).sqrt()
 
 
+def distance_matrix(queries: torch.Tensor, items: torch.Tensor, distance: str) -> torch.Tensor:
+    """All distances between queries [B, d] and items [K, d] -> [B, K]."""
+    if distance == "cosine":
+        return 1.0 - F.normalize(queries, dim=-1) @ F.normalize(items, dim=-1).T
+    return torch.cdist(queries, items)
+
+
 def triplet_term(anchor_positive: torch.Tensor, anchor_negative: torch.Tensor, valid: torch.Tensor,
                  margin: float) -> torch.Tensor:
     """Mean hinge max(0, margin + d(q, p) - d(q, n)) over the rows that have a negative (0 when none has)."""
@@ -125,7 +132,7 @@ class HybridLoss(nn.Module):
             allowed = torch.cat([allowed, ~is_positive], dim=1)
         # the hardest negative is chosen without gradient; the hinge then trains through its vector
         with torch.no_grad():
-            distances = pairwise_distance(queries.unsqueeze(1), candidates.unsqueeze(0), self.distance)
+            distances = distance_matrix(queries, candidates, self.distance)
         index, valid = hardest_index(distances, allowed)
         return candidates[index], valid
 

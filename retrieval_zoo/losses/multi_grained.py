@@ -15,6 +15,12 @@ companion (JD.com, arXiv 2303.11009). The abstract names two objectives: a retri
 ``L = L_retrieval + beta * L_rank``; ``beta = 0`` is the ``retrieval_only`` ablation (stage items are then not
 encoded at all). Random and stage items are encoded once, over their unique catalogue indices.
 
+Cost: the level-0 items of the stage lists are fresh uniform draws per query (``data.stage_random_items``),
+which on a small catalogue means encoding a good part of it every step. ``shared_randoms_per_query = k``
+instead appends, to every list, k of the batch's ``random_items`` (already encoded for the softmax) at level 0:
+the same kind of signal (uniformly sampled items) at no extra encoding cost; use it with
+``data.stage_random_items: 0``.
+
 Returns ``{"loss", "retrieval", "ranking"}``.
 
 Example::
@@ -55,7 +61,7 @@ class MultiGrainedLoss(nn.Module):
     """Retrieval (in-batch + random softmax) + ``beta`` x stage ranking loss (see the module docstring)."""
 
     def __init__(self, temperature: float = 0.05, use_random_negatives: bool = True, beta: float = 1.0,
-                 ranking: dict[str, Any] | None = None):
+                 shared_randoms_per_query: int = 0, ranking: dict[str, Any] | None = None):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
@@ -64,6 +70,7 @@ class MultiGrainedLoss(nn.Module):
         self.temperature = temperature
         self.use_random_negatives = use_random_negatives
         self.beta = beta
+        self.shared_randoms_per_query = shared_randoms_per_query
         self.ranking = StageRankingLoss(**(ranking or {}))
 
     def forward(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
@@ -79,13 +86,23 @@ class MultiGrainedLoss(nn.Module):
 
         retrieval = self.retrieval_loss(queries, positives, batch, random_vectors)
         if use_stages:
-            stage_vectors = encoded.pop(0)
-            scores = torch.einsum("bd,bsd->bs", queries, stage_vectors)
-            levels = drop_conflicting_randoms(batch["stage_items"], batch["stage_levels"])
-            ranking = self.ranking(scores, levels)
+            items, levels, vectors = batch["stage_items"], batch["stage_levels"], encoded.pop(0)
+            if self.shared_randoms_per_query and use_random:
+                items, levels, vectors = self.with_shared_randoms(items, levels, vectors, batch["random_items"],
+                                                                  random_vectors)
+            scores = torch.einsum("bd,bsd->bs", queries, vectors)
+            ranking = self.ranking(scores, drop_conflicting_randoms(items, levels))
         else:
             ranking = queries.new_zeros(())
         return {"loss": retrieval + self.beta * ranking, "retrieval": retrieval, "ranking": ranking.detach()}
+
+    def with_shared_randoms(self, items: torch.Tensor, levels: torch.Tensor, vectors: torch.Tensor,
+                            random_items: torch.Tensor, random_vectors: torch.Tensor):
+        """Append k of the batch's (already encoded) random negatives to every list, at level 0."""
+        k = self.shared_randoms_per_query
+        pick = torch.randint(0, len(random_items), (len(items), k), device=items.device)
+        return (torch.cat([items, random_items[pick]], 1), torch.cat([levels, torch.zeros_like(pick)], 1),
+                torch.cat([vectors, random_vectors[pick]], 1))
 
     def retrieval_loss(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
                        random_vectors: torch.Tensor | None) -> torch.Tensor:

@@ -8,6 +8,7 @@ from retrieval_zoo.models.light_two_tower import LightTwoTower
 from retrieval_zoo.models.mgdspr import MGDSPR
 from retrieval_zoo.models.minilm import MiniLMFineTuned, MiniLMZeroShot
 from retrieval_zoo.models.mmse import MMSE
+from retrieval_zoo.models.mrse import MRSE
 from retrieval_zoo.models.registry import (
     ConfigError,
     build_model,
@@ -29,6 +30,7 @@ register_model("light_two_tower", LightTwoTower, "light_two_tower.yaml",
 # -- the zoo -----------------------------------------------------------------------------------------
 register_model("mgdspr", MGDSPR, "mgdspr.yaml", "Taobao MGDSPR: multi-granular query, behaviour attention")
 register_model("mmse", MMSE, "mmse.yaml", "JD MMSE: multi-stage levels, post-fused multi-grained heads")
+register_model("mrse", MRSE, "mrse.yaml", "Shopee MRSE: text/image lightweight experts, gate, user profile")
 
 __all__ = [
     "BM25Retriever", "ConfigError", "RetrievalModule", "TwoTowerModel", "build_model", "list_models",

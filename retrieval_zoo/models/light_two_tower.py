@@ -3,9 +3,11 @@
 Huang et al., "Learning Deep Structured Semantic Models for Web Search using Clickthrough Data", CIKM 2013:
 words are broken into letter trigrams so unseen words and typos still share units. Here the hashed ids
 (``query_hashed`` / ``item_hashed`` fields) feed an ``nn.EmbeddingBag`` (mean) and a two-layer MLP per tower;
-vectors are L2-normalised and trained with in-batch softmax (temperature in the config).
+vectors are L2-normalised and trained with in-batch softmax (temperature in the config). Dense gradients:
+on 2 cores a dense Adam step over 100k x 128 bags measured faster than sparse Adagrad/SparseAdam (coalescing
+~150k looked-up rows per batch costs more than touching every row).
 
-Assumptions: 200k hash buckets, separate (unshared) query and item towers, the title is the item text, and
+Assumptions: 100k hash buckets, separate (unshared) query and item towers, the title is the item text, and
 with ``pretrained_sentence`` the frozen MiniLM sentence features are added through an adapter (the
 pretrained-start row of the leaderboard).
 """
@@ -41,7 +43,7 @@ class LightTwoTower(TwoTowerModel):
 
     required_fields = {"query_hashed", "item_hashed"}
 
-    def __init__(self, dim: int = 128, hidden: int = 256, n_buckets: int = 200_000,
+    def __init__(self, dim: int = 128, hidden: int = 128, n_buckets: int = 100_000,
                  pretrained_sentence: bool = False):
         super().__init__()
         self.query_tower = HashedBagTower("query_hashed", n_buckets, dim, hidden,

@@ -66,7 +66,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from retrieval_zoo.models.base import TwoTowerModel
 from retrieval_zoo.models.components import SentenceAdapter, TokenEmbedding, masked_mean, padding_mask
@@ -171,12 +170,12 @@ def drop_padding_columns(*tensors: torch.Tensor, mask: torch.Tensor) -> tuple[to
     return (*(t[:, keep] for t in tensors), mask[:, keep])
 
 
-def compact_left(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def compact_left(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Move each row's real positions to the front, order kept (histories arrive left-padded, oldest first)."""
     order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
     values = values.gather(1, order[..., None].expand_as(values))
     lengths = mask.sum(dim=1)
-    return values, torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None], lengths
+    return values, torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None]
 
 
 class SelfAttention(nn.Module):
@@ -329,12 +328,16 @@ class BehaviourAttention(nn.Module):
         return self.items.behaviour(items) * mask[..., None], mask
 
     def realtime(self, q_mgs: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """LSTM (residual) over the real actions only (packed), then self-attention, then the query attends."""
+        """LSTM (residual) over the actions, then self-attention, then the query attends.
+
+        The real actions are moved to the front of each row first: the LSTM is causal, so its outputs there are
+        exactly those of the LSTM over the real sequence alone (the padded tail is masked afterwards). This is
+        cheaper on CPU than packing the sequences.
+        """
         values, mask = self.sequence(items)
-        values, mask, lengths = compact_left(values, mask)
-        packed = pack_padded_sequence(values, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-        hidden, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=values.shape[1])
-        hidden = self.realtime_attention(hidden + values, mask)
+        values, mask = compact_left(values, mask)
+        hidden = self.lstm(values)[0] + values
+        hidden = self.realtime_attention(hidden, mask)
         return attend_with_null(q_mgs, hidden, mask)
 
     def short_term(self, q_mgs: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -125,7 +125,7 @@ class FastTextAttention(nn.Module):
         super().__init__()
         self.table = nn.Embedding(n_buckets, width, padding_idx=0)
         nn.init.normal_(self.table.weight, std=width**-0.5)
-        self.score = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 1, bias=False))
+        self.score = nn.Linear(width, 1)  # a linear score of a unit's embedding = a learned importance per unit
 
     def forward(self, hashed: torch.Tensor) -> torch.Tensor:
         hashed = trim_padding(hashed)
@@ -267,7 +267,8 @@ class MRSE(TwoTowerModel):
                  pretrained_tokens: bool = False, fusion: str = "gate", gate_temperature: float = 1.0,
                  use_image: bool = True, image_encoder: str = "simshop-vit-tiny", image_checkpoint: str | None = None,
                  image_encoder_seed: int = 0, image_pretrain_epochs: int = 0, image_token_stats: bool = True,
-                 use_profile: bool = True, profile_length: int = 20, profile_pooling: str = "attention"):
+                 use_profile: bool = True, profile_length: int = 20, profile_pooling: str = "attention",
+                 stage_negatives: bool = False):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion '{fusion}'; valid: {', '.join(FUSIONS)}")
@@ -289,7 +290,7 @@ class MRSE(TwoTowerModel):
         self.item_tower = ItemTower(self)
         # instance-level fields: variants that drop a modality do not build its inputs
         self.optional_fields = ({"item_image", "item_image_features"} if use_image else set()) | (
-            {"user_history"} if use_profile else set())
+            {"user_history"} if use_profile else set()) | ({"stages"} if stage_negatives else set())
 
     # -- prepare: frozen image features, once --------------------------------------------------------------
     def prepare(self, datamodule) -> None:
@@ -326,13 +327,15 @@ class MRSE(TwoTowerModel):
     def history_items(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Profile items [B, L, width] (title bag + image token + category) and their mask [B, L]."""
         mask = history >= 0
-        items = self.catalog.gather(history.clamp(min=0).cpu().reshape(-1))
+        # histories of a batch overlap (popular items): represent each distinct item once
+        distinct, position = history.clamp(min=0).unique(return_inverse=True)
+        items = self.catalog.gather(distinct.cpu())
         device = history.device
         vectors = self.experts.title_bag(trim_padding(items["item_tokens"]).to(device))
         vectors = vectors + self.category_vectors(items["item_category"].to(device))
         if self.has_image:
             vectors = vectors + self.image_adaptor(items["item_image_features"].to(device).float())
-        return vectors.reshape(*history.shape, -1), mask
+        return vectors[position], mask
 
     # -- inspection ------------------------------------------------------------------------------------------
     @torch.no_grad()

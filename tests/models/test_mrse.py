@@ -1,0 +1,152 @@
+"""MRSE: the image-feature cache, the expert gate, and end-to-end runs with images, without, and precomputed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from retrieval_zoo import run_benchmark
+from retrieval_zoo.data.datamodule import RetrievalDataModule
+from retrieval_zoo.data.dataset import ProductSearchDataset
+from retrieval_zoo.models import image_features
+from retrieval_zoo.models.image_features import ImageEncoderSpec, cached_image_features, linear_probe_accuracy
+from retrieval_zoo.models.mrse import EXPERTS, MRSE
+
+FAST = {"trainer": {"max_steps": 3}, "data": {"batch_size": 64, "n_random_negatives": 16}}
+
+
+@pytest.fixture(autouse=True)
+def isolated_feature_cache(tmp_path, monkeypatch):
+    """Each test extracts image features into its own folder (and never reads a developer's cache)."""
+    monkeypatch.setattr(image_features, "cache_dir", lambda: tmp_path / "cache")
+
+
+def coloured_images(n: int = 24, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Flat pictures of 4 colours with pixel noise, uint8 [n, 3, 32, 32], and their colour labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 4
+    palette = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [220, 220, 40]])
+    pixels = palette[labels][:, :, None, None] + rng.normal(0, 12, (n, 3, 32, 32))
+    return torch.as_tensor(np.clip(pixels, 0, 255).astype(np.uint8)), labels
+
+
+def count_encoder_runs(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    original = image_features.encode_images
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(image_features, "encode_images", counting)
+    return calls
+
+
+# -- the feature cache ------------------------------------------------------------------------------------
+def test_cache_hit_miss_and_invalidation(tmp_path, monkeypatch):
+    calls = count_encoder_runs(monkeypatch)
+    images, labels = coloured_images()
+    spec = ImageEncoderSpec(seed=0)
+    first, stats = cached_image_features(images, spec)
+    assert not stats.cache_hit and stats.images_per_s > 0 and len(calls) == 1
+    assert first.shape[0] == len(images) and stats.cache_mb > 0
+    assert stats.path.name.startswith("simshop-vit-tiny__random-init-seed0__")
+
+    again, stats = cached_image_features(images, spec)  # hit: the encoder does not run
+    assert stats.cache_hit and len(calls) == 1
+    np.testing.assert_array_equal(first, again)
+
+    other_seed, stats = cached_image_features(images, ImageEncoderSpec(seed=1))  # another encoder: miss
+    assert not stats.cache_hit and len(calls) == 2 and not np.allclose(first, other_seed)
+    _, stats = cached_image_features(images[:-1], spec)  # other images: miss
+    assert not stats.cache_hit and len(calls) == 3
+    _, stats = cached_image_features(images, ImageEncoderSpec(name="simshop-rn-tiny"))  # other config: miss
+    assert not stats.cache_hit and len(calls) == 4
+
+    # a checkpoint on disk: keyed by its content, so overwriting it invalidates the cache
+    checkpoint = tmp_path / "tower.pt"
+    torch.save(image_features.build_clip(ImageEncoderSpec(seed=5)).state_dict(), checkpoint)
+    with_checkpoint = ImageEncoderSpec(checkpoint=str(checkpoint))
+    _, stats = cached_image_features(images, with_checkpoint)
+    assert not stats.cache_hit and "random-init" not in stats.path.name and len(calls) == 5
+    _, stats = cached_image_features(images, with_checkpoint)
+    assert stats.cache_hit and len(calls) == 5
+    torch.save(image_features.build_clip(ImageEncoderSpec(seed=6)).state_dict(), checkpoint)
+    _, stats = cached_image_features(images, with_checkpoint)
+    assert not stats.cache_hit and len(calls) == 6
+
+
+def test_frozen_random_tower_features_carry_colour():
+    images, labels = coloured_images(n=80)
+    features, _ = cached_image_features(images, ImageEncoderSpec())
+    assert linear_probe_accuracy(features, labels) > 0.9
+    assert linear_probe_accuracy(np.random.default_rng(0).normal(size=features.shape), labels) < 0.6
+
+
+# -- the gate ---------------------------------------------------------------------------------------------
+def test_gate_weights_sum_to_one_and_skip_missing_experts(label_dataset):
+    model = MRSE(n_buckets=1000)
+    fields = model.required_fields  # a text-only dataset: no images, no users
+    datamodule = RetrievalDataModule(label_dataset, fields)
+    datamodule.setup()
+    model.prepare(datamodule)
+    items = datamodule.catalog.gather(torch.arange(10))
+    queries = datamodule.units.gather(torch.arange(10))
+    for weights in (model.expert_weights(items, "item"), model.expert_weights(queries, "query")):
+        assert weights.shape == (10, len(EXPERTS))
+        torch.testing.assert_close(weights.sum(1), torch.ones(10))
+        assert (weights[:, EXPERTS.index("vbert")] == 0).all()  # no images: VBert is skipped
+    features = torch.randn(len(datamodule.catalog), 16)
+    datamodule.catalog.add("item_image_features", features)
+    model.prepare(datamodule)
+    weights = model.expert_weights(datamodule.catalog.gather(torch.arange(10)), "item")
+    torch.testing.assert_close(weights.sum(1), torch.ones(10))
+    assert (weights > 0).all()
+
+
+# -- end to end -------------------------------------------------------------------------------------------
+def finite_metrics(result) -> None:
+    assert result.metrics and all(math.isfinite(v) for v in result.metrics.values())
+
+
+@pytest.mark.slow
+def test_end_to_end_on_simshop_tiny_with_images(tmp_path):
+    result, = run_benchmark("mrse", "simshop-tiny", seeds=1, results_dir=tmp_path, wandb="disabled",
+                            progress=False, overrides=FAST, print_table=False)
+    finite_metrics(result)
+    assert "recall@100[group=image_attr]" in result.metrics
+    assert result.costs["image_features_per_s"] > 0 and result.costs["image_cache_mb"] > 0
+    assert not result.costs["image_cache_hit"]
+
+
+def test_text_only_on_a_dataset_without_images(tmp_path, label_dataset, monkeypatch):
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("no image encoder may run on a dataset without images")
+
+    monkeypatch.setattr("retrieval_zoo.models.mrse.cached_image_features", no_encoder)
+    result, = run_benchmark("mrse", label_dataset, seeds=1, results_dir=tmp_path, wandb="disabled",
+                            progress=False, overrides=FAST, print_table=False)
+    finite_metrics(result)
+    assert "image_features_per_s" not in result.costs
+
+
+def test_precomputed_image_features_are_used_as_they_are(tmp_path, label_dataset, monkeypatch):
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("precomputed features must not run an encoder")
+
+    monkeypatch.setattr("retrieval_zoo.models.mrse.cached_image_features", no_encoder)
+    products = label_dataset.products
+    rng = np.random.default_rng(0)
+    table = pl.DataFrame({"product_id": products["product_id"],
+                          "features": rng.normal(size=(products.height, 12)).astype(np.float32).tolist()},
+                         schema={"product_id": pl.Utf8, "features": pl.List(pl.Float32)})
+    dataset = ProductSearchDataset("toy-features", products, label_dataset.queries, label_dataset.judgments,
+                                   image_features=table, meta=label_dataset.meta)
+    result, = run_benchmark("mrse", dataset, seeds=1, results_dir=tmp_path, wandb="disabled", progress=False,
+                            overrides=FAST, print_table=False)
+    finite_metrics(result)
+    assert result.costs["image_source"] == "precomputed"
