@@ -20,7 +20,14 @@ import numpy as np
 import polars as pl
 from ranx import Qrels, Run, evaluate
 
-from retrieval_zoo.evaluation import DEFAULT_METRICS, GAINS, METRICS, build_targets, evaluate_run, run_from_topk
+from retrieval_zoo.evaluation import (
+    DEFAULT_METRICS,
+    GAINS,
+    METRICS,
+    build_targets,
+    evaluate_run,
+    run_from_topk,
+)
 from retrieval_zoo.index import index_and_search
 
 

@@ -107,13 +107,14 @@ def write_markdown(results_dir: Path, board: pl.DataFrame | None = None) -> str:
              "p_recall = held-out ordered items of the user's search).", "", SIGNIFICANCE_NOTE, ""]
     for dataset in board["dataset"].unique().sort().to_list():
         lines += _dataset_section(board.filter(pl.col("dataset") == dataset), dataset, protocols.get(dataset, ""),
-                                  claims)
+                                  claims, results_dir)
     text = "\n".join(lines) + "\n"
     _atomic_write(results_dir / "leaderboard.md", text)
     return text
 
 
-def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: pl.DataFrame | None) -> list[str]:
+def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: pl.DataFrame | None,
+                     results_dir: Path) -> list[str]:
     metrics = [m for m in HEADLINE_METRICS + ["recall@500"] if m in board.columns
                and board[m].drop_nulls().len() > 0]
     table = aggregate(board, metrics + ["train_pairs_per_s", "encode_items_per_s", "query_latency_ms"])
@@ -124,6 +125,9 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
     seeds = sorted(set(board["seed"].to_list()))
     lines = [f"## {dataset}", "", f"Protocol: {protocol or 'see the run folders'}; seeds: {', '.join(map(str, seeds))}.",
              ""]
+    plot = _plot_dataset(table, dataset, results_dir)
+    if plot is not None:
+        lines += [f"![{dataset}]({plot.name})", ""]
     header = ["model", "variant", *metrics, "params", "train pairs/s", "items/s", "latency ms", "index", "index MB"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.iter_rows(named=True):
@@ -150,6 +154,33 @@ def _significance_marker(board: pl.DataFrame, metric: str) -> pl.Expr:
             .when(significant & (direction > 0).all()).then(pl.lit("▲"))
             .when(significant & (direction < 0).all()).then(pl.lit("▼"))
             .otherwise(pl.lit("≈")))
+
+
+def _plot_dataset(table: pl.DataFrame, dataset: str, results_dir: Path) -> Path | None:
+    """Bar chart of NDCG@10 and Recall@100 (mean, sd as error bars) per model/variant, next to the markdown."""
+    metrics = [m for m in ("ndcg@10", "recall@100", "rel@10") if m in table.columns]
+    if not metrics or not table.height:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{m}/{v}" if v != "default" else m for m, v in zip(table["model"], table["variant"], strict=True)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 0.35 * len(labels) + 1.5), sharey=True)
+    for axis, metric in zip(np.atleast_1d(axes), metrics, strict=True):
+        sd = table[f"{metric}_sd"].fill_null(0.0).fill_nan(0.0).to_numpy()
+        axis.barh(labels, table[metric].fill_null(0.0).to_numpy(), xerr=sd, color="#4c72b0")
+        axis.set_title(metric)
+        axis.invert_yaxis()
+    fig.suptitle(dataset)
+    fig.tight_layout()
+    path = results_dir / f"leaderboard_{dataset}.png"
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
 
 
 def _marker(row: dict[str, Any], metric: str) -> str:

@@ -30,6 +30,7 @@ from retrieval_zoo.data.datamodule import DataSettings, RetrievalDataModule
 from retrieval_zoo.data.dataset import ProductSearchDataset
 from retrieval_zoo.data.features import FeatureSettings, check_fields, dataset_fields
 from retrieval_zoo.data.registry import load_dataset
+from retrieval_zoo.data.stages import LABEL_MAPPING_NOTE
 from retrieval_zoo.evaluation import DEFAULT_METRICS, build_targets, evaluate_run, run_from_topk
 from retrieval_zoo.index import index_and_search
 from retrieval_zoo.models.base import RetrievalModule
@@ -106,6 +107,9 @@ def protocol_text(dataset: ProductSearchDataset) -> str:
         parts.append(str(meta["label_mapping"]))
     if not meta.get("fully_judged", False):
         parts.append("unjudged items count as not relevant")
+    if not dataset.has_behaviour:
+        parts.append(f"{LABEL_MAPPING_NOTE} (models trained on stage levels; labels measure relevance, "
+                     "not engagement)")
     return "; ".join(parts)
 
 
@@ -264,10 +268,9 @@ def _merge_costs(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 # -- outputs -------------------------------------------------------------------------------------------
 def versions() -> dict[str, str]:
-    import faiss
-    import ranx  # noqa: F401
-
     from importlib.metadata import version
+
+    import faiss
 
     names = ["torch", "pytorch-lightning", "faiss-cpu", "ranx", "polars", "sentence-transformers", "open_clip_torch"]
     found = {}

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import polars as pl
@@ -182,25 +182,48 @@ def decode_csv_bytes(path: Path) -> tuple[bytes, int]:
     return b"\n".join(lines), repaired_lines
 
 
+def iter_parquet_batches(
+    path: Path, columns: list[str], repaired: dict[str, int], *, batch_rows: int = 65_536
+) -> Iterator[pl.DataFrame]:
+    """Stream a parquet file as polars frames of ``batch_rows`` rows, page by page even inside one huge row
+    group, so memory stays near one batch (polars' own reader may hold a whole row group's decoded pages).
+
+    String values that are not valid UTF-8 (polars refuses them) are decoded with replacement and counted in
+    ``repaired["non_utf8_values"]``.
+    """
+    repaired.setdefault("non_utf8_values", 0)
+    # buffer_size: read column chunks in 1 MiB pieces; without it pyarrow reads a row group's whole column
+    # chunks (the full ESCI file, if it is one row group) into memory before decoding the first batch.
+    reader = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+    for batch in reader.iter_batches(batch_size=batch_rows, columns=columns):
+        arrays = []
+        for array in batch.columns:
+            if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+                array, n_repaired = _repair_utf8_array(array)
+                repaired["non_utf8_values"] += n_repaired
+            arrays.append(array)
+        yield pl.from_arrow(pa.RecordBatch.from_arrays(arrays, names=batch.schema.names), rechunk=False)
+
+
+def release_arrow_memory() -> None:
+    """Hand pyarrow's freed batch buffers back to the OS (its allocator keeps them otherwise), so that the
+    next big allocation, made by polars with its own allocator, does not come on top of them."""
+    pa.default_memory_pool().release_unused()
+
+
 def read_parquet_repairing_utf8(
     path: Path, columns: list[str], row_filter: pl.Expr | None = None
 ) -> tuple[pl.DataFrame, int]:
-    """Read a parquet whose string columns hold invalid UTF-8 (polars refuses them): bad values are decoded
-    with replacement, batch by batch (filtered by ``row_filter`` as it goes) so that memory stays near the size
-    of the result. Returns (frame, values repaired). Only the fallback for when the fast polars path fails."""
-    frames: list[pl.DataFrame] = []
-    repaired = 0
-    for batch in pq.ParquetFile(path).iter_batches(columns=columns, batch_size=65_536):
-        arrays = {}
-        for name, array in zip(batch.schema.names, batch.columns, strict=True):
-            if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
-                array, n = _repair_utf8_array(array)
-                repaired += n
-            arrays[name] = array
-        frame = pl.from_arrow(pa.table(arrays), rechunk=False)
-        frames.append(frame.filter(row_filter) if row_filter is not None else frame)
-    frame = pl.concat(frames, rechunk=True) if frames else pl.DataFrame()
-    return frame, repaired
+    """The fallback when polars refuses a parquet for invalid UTF-8: the rows matching ``row_filter``, with
+    bad values decoded with replacement. Returns (frame, values repaired)."""
+    repaired: dict[str, int] = {}
+    frames = [
+        frame.filter(row_filter) if row_filter is not None else frame
+        for frame in iter_parquet_batches(path, columns, repaired)
+    ]
+    if not frames:  # a file without rows still has a schema
+        frames = [pl.from_arrow(pq.read_schema(path).empty_table().select(columns))]
+    return pl.concat(frames, rechunk=True), repaired["non_utf8_values"]
 
 
 def _repair_utf8_array(array: pa.Array) -> tuple[pa.Array, int]:

@@ -140,7 +140,9 @@ class HybridLoss(nn.Module):
                          module) -> tuple[torch.Tensor, torch.Tensor]:
         items, levels = batch["stage_items"], batch["stage_levels"]
         allowed = (levels == UNCLICKED_LEVEL) & (items != batch["pos_item"][:, None])
-        vectors = module.encode_item_indices(items.masked_fill(~allowed, -1))  # [B, S, d]; -1 rows masked below
+        # encode each distinct candidate once (lists overlap, and most slots are not candidates)
+        distinct, position = items.masked_fill(~allowed, -1).unique(return_inverse=True)
+        vectors = module.encode_item_indices(distinct)[position]  # [B, S, d]; -1 slots are masked below
         with torch.no_grad():
             distances = pairwise_distance(queries, vectors, self.distance)
         index, valid = hardest_index(distances, allowed)

@@ -19,7 +19,7 @@ That also keeps the loss valid under DDP, where the negatives are other ranks' p
 
 Scaling N: the paper takes N = 684 hard negatives from a billion-item pool and a large sampled-negative set. Here
 the candidates are the B - 1 in-batch negatives (+ ``random_items`` if the data config samples them), so N is a
-fraction of that candidate count: ``hard_fraction = 0.1`` picks 25 of 255 at batch 256.
+fraction of that candidate count: ``hard_fraction = 0.1`` picks 26 of 255 at batch 256.
 
 Inputs: query vectors [B, d], positive item vectors [B, d], the batch (``pos_item``; ``random_items`` when
 ``use_random_negatives`` and the data config samples them), and the RetrievalModule (to encode sampled items).

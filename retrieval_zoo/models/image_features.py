@@ -75,7 +75,7 @@ class ImageEncoderSpec:
 @dataclass
 class ExtractionStats:
     seconds: float
-    images_per_s: float | None         # None on a cache hit (nothing was extracted)
+    images_per_s: float | None         # extraction rate (on a cache hit: the rate recorded when extracted)
     cache_mb: float
     cache_hit: bool
     path: Path
@@ -249,8 +249,9 @@ def cached_image_features(images: torch.Tensor, spec: ImageEncoderSpec,
     started = time.perf_counter()
     if file.exists():
         features = np.load(file)
-        return features, ExtractionStats(time.perf_counter() - started, None, file.stat().st_size / 2**20, True,
-                                         folder)
+        recorded = json.loads((folder / "meta.json").read_text()).get("images_per_s")
+        return features, ExtractionStats(time.perf_counter() - started, recorded, file.stat().st_size / 2**20,
+                                         True, folder)
     clip = build_clip(spec)
     if spec.pretrain_epochs > 0 and spec.checkpoint is None:
         pretrain_on_catalogue(clip, images, title_tokens, spec)
@@ -267,6 +268,7 @@ def cached_image_features(images: torch.Tensor, spec: ImageEncoderSpec,
 def _save_atomically(folder: Path, features: np.ndarray, meta: dict) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name[:40] + ".", suffix=".tmp", dir=folder.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like the other caches
     np.save(tmp / "features.npy", features)
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     try:

@@ -73,6 +73,8 @@ from retrieval_zoo.models.components import SentenceAdapter, TokenEmbedding, mas
 ROWS = 6  # rows of the multi-granular unit and of every behaviour block
 ATTRIBUTES = ("item_shop", "item_category", "item_brand")  # catalogue tensors of the behaviour side features
 LONG_TERM_ACTIONS = (1, 2, 3)  # click, order, collect (features.HISTORY_ACTIONS)
+SPARSE_MIN_ROWS = 20_000  # tables at least this large get sparse gradients (with sparse_gradients)
+LSTM_ROWS_PER_CHUNK = 64  # the LSTM runs over rows of similar length (fewer, larger chunks: it is sequential)
 
 
 # ================================================================================================
@@ -118,15 +120,17 @@ class UnitHasher:
 def history_rows(history_tokens: torch.Tensor, unit_tokens: torch.Tensor, unit_rows: np.ndarray) -> np.ndarray:
     """Map each previous query of ``hist_query_tokens`` [M, H, T] to its row of ``unit_rows`` (words of a unit).
 
-    The data module stores previous queries as WordPiece ids copied from other units' ``query_tokens``, so a
-    lookup by token content recovers their words exactly; all-padding rows map to zeros.
+    The data module stores previous queries as WordPiece ids copied from other units' ``query_tokens``, so
+    matching by token content recovers their words; all-padding rows map to zeros.
     """
-    lookup = {row.tobytes(): i for i, row in enumerate(unit_tokens.numpy())}
+    units = unit_tokens.numpy()
     flat = history_tokens.reshape(-1, history_tokens.shape[-1]).numpy()
+    # units come first, so a history row equal to some unit's tokens finds a first occurrence < len(units)
+    _, first, inverse = np.unique(np.concatenate([units, flat]), axis=0, return_index=True, return_inverse=True)
+    source = first[inverse.reshape(-1)[len(units):]]
+    found = (source < len(units)) & flat.any(axis=1)
     out = np.zeros((len(flat), unit_rows.shape[1]), dtype=np.int64)
-    for i, row in enumerate(flat):
-        if row.any():
-            out[i] = unit_rows[lookup[row.tobytes()]]
+    out[found] = unit_rows[source[found]]
     return out.reshape(*history_tokens.shape[:2], unit_rows.shape[1])
 
 
@@ -178,48 +182,112 @@ def compact_left(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor
     return values, torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None]
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with a residual connection over a padded set."""
+def by_length(function, values: torch.Tensor, mask: torch.Tensor, rows_per_chunk: int) -> torch.Tensor:
+    """``function(values, mask)`` applied to chunks of rows of similar length, each trimmed to its longest row.
 
-    def __init__(self, dim: int, heads: int, dropout: float):
+    Rows must be compacted (real positions first). Exact for row-wise functions whose outputs at real positions
+    do not depend on the padding after them (masked self-attention, a causal LSTM); the padded tail of the output
+    is zero. Behaviour sets are mostly padding (simshop short-term: ~18 real of up to 100), so attention costs
+    drop from B * L_max^2 to about the sum of the rows' own L^2.
+    """
+    lengths = mask.sum(dim=1)
+    order = torch.argsort(lengths)
+    pieces = []
+    # sort once and split into views: indexing the full tensor per chunk would cost a full-size gradient each
+    chunks = zip(values[order].split(rows_per_chunk), mask[order].split(rows_per_chunk),
+                 lengths[order].split(rows_per_chunk), strict=True)
+    for chunk, chunk_mask, chunk_lengths in chunks:
+        n = max(int(chunk_lengths[-1]), 1)  # sorted: the last row is the longest
+        out = function(chunk[:, :n], chunk_mask[:, :n])
+        pieces.append(F.pad(out, (0, 0, 0, values.shape[1] - n)))
+    return torch.cat(pieces)[torch.argsort(order)]
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a residual connection over a padded, compacted set.
+
+    The same computation as ``nn.MultiheadAttention`` with a key padding mask, but cheaper on CPU: the
+    projections run on the real positions only, and rows are attended in chunks of similar length.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float, rows_per_chunk: int = 32):
         super().__init__()
-        self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        if dim % heads:
+            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
+        self.heads = heads
+        self.dropout = dropout
+        self.rows_per_chunk = rows_per_chunk
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        out, _ = self.attention(values, values, values, key_padding_mask=~attendable(mask), need_weights=False)
-        return values + out
+        batch, length, dim = values.shape
+        qkv = values.new_zeros(batch, length, 3 * dim).index_put((mask,), self.qkv(values[mask]))
+        mixed = by_length(self.attend, qkv, mask, self.rows_per_chunk)
+        return values + values.new_zeros(values.shape).index_put((mask,), self.out(mixed[mask]))
+
+    def attend(self, qkv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = qkv.shape
+        q, k, v = qkv.view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=attendable(mask)[:, None, None, :],
+                                               dropout_p=self.dropout if self.training else 0.0)
+        return mixed.transpose(1, 2).reshape(batch, length, -1)
 
 
 # ================================================================================================
 # Shared embeddings: words, item ids and item attributes
 # ================================================================================================
-def embedding(rows: int, dim: int) -> nn.Embedding:
-    table = nn.Embedding(rows, dim, padding_idx=0)
+def embedding(rows: int, dim: int, sparse: bool, padding: bool = True) -> nn.Embedding:
+    """A table with N(0, 1/d) rows (row 0 = padding, zero, unless ``padding`` is off).
+
+    ``sparse`` applies to large tables only: a small table's dense gradient is cheaper than a sparse one built
+    from tens of thousands of history lookups per batch.
+    """
+    sparse = sparse and rows >= SPARSE_MIN_ROWS
+    table = nn.Embedding(rows, dim, padding_idx=0 if padding else None, sparse=sparse)
     nn.init.normal_(table.weight, std=dim**-0.5)
-    with torch.no_grad():
-        table.weight[0].zero_()
+    if padding:
+        with torch.no_grad():
+            table.weight[0].zero_()
+    if sparse:
+        table.weight.register_post_accumulate_grad_hook(coalesce_grad)
     return table
 
 
-class CatalogEmbeddings(nn.Module):
-    """Item-id embeddings (shared by the item tower and the behaviour sequences) and the query-side shop,
-    leaf-category and brand embeddings of behaviour items; sized from the catalogue by ``build``."""
+def coalesce_grad(parameter: torch.Tensor) -> None:
+    """A table looked up in several places gets its sparse gradients concatenated; coalescing them keeps the
+    gradient-clipping norm exact."""
+    parameter.grad = parameter.grad.coalesce()
 
-    def __init__(self, dim: int, side_features: bool):
+
+def bag_mean(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    """Mean of the embeddings of the non-padding ids along the last dimension (zero for an all-padding row)."""
+    flat = ids.reshape(-1, ids.shape[-1])
+    return F.embedding_bag(flat, table.weight, mode="mean", padding_idx=0,
+                           sparse=table.sparse).reshape(*ids.shape[:-1], -1)
+
+
+class CatalogEmbeddings(nn.Module):
+    """Item-id embeddings (shared by the item tower and the behaviour sequences), the query-side shop,
+    leaf-category and brand embeddings of behaviour items, and the catalogue's title words (so history items
+    can be encoded on the model's device); sized from the catalogue by ``build``."""
+
+    def __init__(self, dim: int, side_features: bool, sparse: bool):
         super().__init__()
         self.dim = dim
         self.side_features = side_features
+        self.sparse = sparse
         self.item: nn.Embedding | None = None
         self.attributes = nn.ModuleDict()
 
     def build(self, catalog) -> None:
-        self.item = nn.Embedding(len(catalog), self.dim)
-        nn.init.normal_(self.item.weight, std=self.dim**-0.5)
+        self.item = embedding(len(catalog), self.dim, self.sparse, padding=False)
+        self.register_buffer("title_words_of", catalog.tensors["mgdspr_title_words"], persistent=False)
         for name in ATTRIBUTES:
             if name in catalog.tensors:
                 ids = catalog.tensors[name].long()
                 self.register_buffer(f"{name}_of", ids, persistent=False)
-                self.attributes[name] = embedding(int(ids.max()) + 1, self.dim)
+                self.attributes[name] = embedding(int(ids.max()) + 1, self.dim, self.sparse)
 
     @property
     def built(self) -> bool:
@@ -233,14 +301,13 @@ class CatalogEmbeddings(nn.Module):
         table = self.item if name == "item" else self.attributes[name]
         return table(self.ids(name, items))
 
-    def behaviour(self, items: torch.Tensor) -> torch.Tensor:
-        """Embedding of history items (-1 padding reads item 0; callers mask it)."""
-        items = items.clamp(min=0)
-        vectors = self.item(items)
+    def side(self, items: torch.Tensor) -> torch.Tensor | float:
+        """Sum of the shop, leaf-category and brand embeddings of ``items`` (0 without side features)."""
+        total = 0.0
         if self.side_features:
             for name in self.attributes:
-                vectors = vectors + self.attribute(name, items)
-        return vectors
+                total = total + self.attribute(name, items)
+        return total
 
     def attribute_names(self) -> list[str]:
         return ["item", *(self.attributes if self.side_features else [])]
@@ -257,14 +324,17 @@ class MultiGranularUnit(nn.Module):
 
     def __init__(self, dim: int, heads: int, words: nn.Embedding, char_buckets: int, max_words: int,
                  layers: int, dropout: float, multi_granular: bool, query_history: bool,
-                 pretrained_subwords: bool, freeze_pretrained: bool):
+                 pretrained_subwords: bool, freeze_pretrained: bool, sparse: bool):
         super().__init__()
         self.words = words
         self.multi_granular = multi_granular
         self.query_history = query_history
         if multi_granular:
             self.subwords = TokenEmbedding(dim, pretrained=pretrained_subwords, freeze_pretrained=freeze_pretrained)
-            self.chars = embedding(char_buckets, dim)
+            if sparse and self.subwords.table.weight.requires_grad:
+                self.subwords.table.sparse = True
+                self.subwords.table.weight.register_post_accumulate_grad_hook(coalesce_grad)
+            self.chars = embedding(char_buckets, dim, sparse)
             self.positions = nn.Parameter(torch.randn(max_words, dim) * dim**-0.5)
             layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, batch_first=True, norm_first=True)
             self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
@@ -274,8 +344,7 @@ class MultiGranularUnit(nn.Module):
         return ROWS if self.multi_granular else 1
 
     def word_mean(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding_bag(ids.reshape(-1, ids.shape[-1]), self.words.weight, mode="mean",
-                               padding_idx=0).reshape(*ids.shape[:-1], -1)
+        return bag_mean(self.words, ids)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         words = batch["mgdspr_words"]
@@ -284,7 +353,7 @@ class MultiGranularUnit(nn.Module):
             return word_row[:, None]
         tokens = batch["query_tokens"]
         subword_row = masked_mean(self.subwords(tokens), padding_mask(tokens))
-        char_row = F.embedding_bag(batch["mgdspr_chars"], self.chars.weight, mode="mean", padding_idx=0)
+        char_row = bag_mean(self.chars, batch["mgdspr_chars"])
         rows = [subword_row, char_row, word_row, self.transformer_row(words), self.history_row(word_row, batch)]
         rows.append(torch.stack(rows).sum(0))
         return torch.stack(rows, dim=1)
@@ -308,12 +377,13 @@ class MultiGranularUnit(nn.Module):
 class BehaviourAttention(nn.Module):
     """Q_mgs attends to the real-time, short-term and long-term behaviour: H_real, H_short, H_long [B, R, d]."""
 
-    def __init__(self, dim: int, heads: int, items: CatalogEmbeddings, lstm_layers: int, lstm_dropout: float,
-                 dropout: float, long_term: str):
+    def __init__(self, dim: int, heads: int, items: CatalogEmbeddings, item_tower: MGDSPRItemTower | None,
+                 lstm_layers: int, lstm_dropout: float, dropout: float, long_term: str):
         super().__init__()
         if long_term not in ("action_sets", "sequence"):
             raise ValueError(f"long_term must be 'action_sets' or 'sequence', got '{long_term}'")
         self.items = items
+        self.item_tower = item_tower  # None: history items are their id embedding only
         self.long_term = long_term
         self.lstm = nn.LSTM(dim, dim, lstm_layers, batch_first=True, dropout=lstm_dropout)
         self.realtime_attention = SelfAttention(dim, heads, dropout)
@@ -323,9 +393,17 @@ class BehaviourAttention(nn.Module):
         return [self.realtime(q_mgs, batch["hist_realtime"]), self.short_term(q_mgs, batch["hist_short"]),
                 self.long(q_mgs, batch["hist_long"], batch["hist_long_action"])]
 
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """History items in the item tower's space (id + title), or their id embedding alone."""
+        if self.item_tower is None:
+            return self.items.item(items)
+        return self.item_tower.encode_indices(items)
+
     def sequence(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings of a behaviour sequence (-1 = padding, zeroed) and its mask, all-padding columns dropped."""
         items, mask = drop_padding_columns(items, mask=items >= 0)
-        return self.items.behaviour(items) * mask[..., None], mask
+        items = items.clamp(min=0)
+        return (self.item_vectors(items) + self.items.side(items)) * mask[..., None], mask
 
     def realtime(self, q_mgs: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """LSTM (residual) over the actions, then self-attention, then the query attends.
@@ -336,28 +414,29 @@ class BehaviourAttention(nn.Module):
         """
         values, mask = self.sequence(items)
         values, mask = compact_left(values, mask)
-        hidden = self.lstm(values)[0] + values
+        hidden = by_length(lambda v, _: self.lstm(v)[0], values, mask, LSTM_ROWS_PER_CHUNK) + values
         hidden = self.realtime_attention(hidden, mask)
         return attend_with_null(q_mgs, hidden, mask)
 
     def short_term(self, q_mgs: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        values, mask = self.sequence(items)
+        values, mask = compact_left(*self.sequence(items))
         return attend_with_null(q_mgs, self.short_attention(values, mask), mask)
 
     def long(self, q_mgs: torch.Tensor, items: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Per attribute (item, shop, leaf category, brand): attend over its action sets; sum the attributes."""
         items, actions, mask = drop_padding_columns(items, actions, mask=(items >= 0) & (actions > 0))
         items = items.clamp(min=0)
+        kinds = torch.stack([mask & (actions == kind) for kind in LONG_TERM_ACTIONS], dim=1)  # [B, 3, L]
+        present = kinds.any(dim=-1)
+        weights = kinds.to(q_mgs.dtype)
+        weights = weights / weights.sum(dim=-1, keepdim=True).clamp(min=1.0)  # mean over each action's set
         total = torch.zeros_like(q_mgs)
         for name in self.items.attribute_names():
-            values = self.items.attribute(name, items)
+            values = self.item_vectors(items) if name == "item" else self.items.attribute(name, items)
             if self.long_term == "sequence":
                 total = total + attend_with_null(q_mgs, values, mask)
-                continue
-            kinds = [mask & (actions == kind) for kind in LONG_TERM_ACTIONS]
-            pooled = torch.stack([masked_mean(values, kind) for kind in kinds], dim=1)
-            present = torch.stack([kind.any(dim=1) for kind in kinds], dim=1)
-            total = total + attend_with_null(q_mgs, pooled, present)
+            else:
+                total = total + attend_with_null(q_mgs, weights @ values, present)
         return total
 
 
@@ -417,13 +496,19 @@ class MGDSPRItemTower(nn.Module):
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         if not self.items.built:
             raise RuntimeError("MGDSPR.prepare(datamodule) must run before items are encoded")
-        title = F.embedding_bag(inputs["mgdspr_title_words"], self.words.weight, mode="mean", padding_idx=0)
-        vector = torch.tanh(self.title(title))
-        if self.item_id:
-            vector = vector + self.items.item(inputs["item_index"])
+        vector = self.encode(inputs["item_index"], inputs["mgdspr_title_words"])
         if self.sentence is not None:
             vector = vector + self.sentence(inputs["item_sentence"])
         return vector
+
+    def encode(self, items: torch.Tensor, title_words: torch.Tensor) -> torch.Tensor:
+        vector = torch.tanh(self.title(bag_mean(self.words, title_words)))
+        return vector + self.items.item(items) if self.item_id else vector
+
+    def encode_indices(self, items: torch.Tensor) -> torch.Tensor:
+        """Id + title part of catalogue items given by index (behaviour items), each distinct item once."""
+        distinct, inverse = torch.unique(items, return_inverse=True)
+        return self.encode(distinct, self.items.title_words_of[distinct])[inverse]
 
 
 # ================================================================================================
@@ -439,10 +524,11 @@ class MGDSPR(TwoTowerModel):
                  behaviour: bool = True, fusion: bool = True, char_ngram: int = 3, char_buckets: int = 65_536,
                  word_buckets: int = 65_536, query_max_words: int = 12, title_max_words: int = 32,
                  char_max_grams: int = 64, share_word_table: bool = True, query_layers: int = 1,
-                 fusion_layers: int = 1, lstm_layers: int = 2, lstm_dropout: float = 0.2, dropout: float = 0.1,
-                 long_term: str = "action_sets", side_features: bool = True, item_id: bool = True,
+                 fusion_layers: int = 1, lstm_layers: int = 2, lstm_dropout: float = 0.2, dropout: float = 0.0,
+                 long_term: str = "action_sets", side_features: bool = True, behaviour_items: str = "tower",
+                 item_id: bool = True,
                  pretrained_subwords: bool = False, freeze_pretrained: bool = True,
-                 pretrained_sentence: bool = False):
+                 pretrained_sentence: bool = False, sparse_gradients: bool = True):
         super().__init__()
         self.char_ngram = char_ngram
         self.query_max_words = query_max_words
@@ -450,19 +536,22 @@ class MGDSPR(TwoTowerModel):
         self.char_max_grams = char_max_grams
         self.word_hasher = UnitHasher(word_buckets, "word:")
         self.char_hasher = UnitHasher(char_buckets, "char:")
-        self.items = CatalogEmbeddings(dim, side_features)
-        query_words = embedding(word_buckets, dim)
-        title_words = query_words if share_word_table else embedding(word_buckets, dim)
+        self.items = CatalogEmbeddings(dim, side_features, sparse_gradients)
+        query_words = embedding(word_buckets, dim, sparse_gradients)
+        title_words = query_words if share_word_table else embedding(word_buckets, dim, sparse_gradients)
         unit = MultiGranularUnit(dim, heads, query_words, char_buckets, query_max_words, query_layers, dropout,
                                  multi_granular, query_history and multi_granular, pretrained_subwords,
-                                 freeze_pretrained)
-        attention = (BehaviourAttention(dim, heads, self.items, lstm_layers, lstm_dropout, dropout, long_term)
-                     if behaviour else None)
+                                 freeze_pretrained, sparse_gradients)
+        self.item_tower = MGDSPRItemTower(dim, title_words, self.items, item_id,
+                                          SentenceAdapter(dim) if pretrained_sentence else None)
+        if behaviour_items not in ("tower", "id"):
+            raise ValueError(f"behaviour_items must be 'tower' or 'id', got '{behaviour_items}'")
+        attention = (BehaviourAttention(dim, heads, self.items,
+                                        self.item_tower if behaviour_items == "tower" else None, lstm_layers,
+                                        lstm_dropout, dropout, long_term) if behaviour else None)
         fuser = FusionEncoder(dim, heads, fusion_layers, dropout) if fusion else None
         self.query_tower = MGDSPRQueryTower(unit, attention, fuser,
                                             SentenceAdapter(dim) if pretrained_sentence else None)
-        self.item_tower = MGDSPRItemTower(dim, title_words, self.items, item_id,
-                                          SentenceAdapter(dim) if pretrained_sentence else None)
         # only the inputs a configuration uses are built (the no-user form asks for no history at all)
         optional = set(ATTRIBUTES) if behaviour and side_features else set()
         if behaviour:

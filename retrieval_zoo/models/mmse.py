@@ -24,9 +24,9 @@ Published structure, as implemented
    weights (``fusion: softmax``) or query-dependent additive attention over the heads (``fusion: attention``).
    ``fusion: none`` is the ``single_head`` ablation: every granularity's features go through one MLP into one
    query vector (early fusion, same inputs, no per-head scoring).
-3. **Item tower**: one vector per item, from the item-side granularities the heads need (hashed bag of the
-   title, mean WordPiece embedding of the title, optional frozen sentence features), concatenated, MLP,
-   L2-normalised. Embedding tables are shared with the query side (``share_embeddings``).
+3. **Item tower**: one vector per item, from the title's granularities (``item_inputs``: hashed bag, mean
+   WordPiece embedding, optional frozen sentence features), concatenated, MLP, L2-normalised. Embedding tables
+   are shared with the query side (``share_embeddings``), so a title word and a query word start as one vector.
 4. **Multi-grained objectives** [paper]: ``losses/multi_grained.py``: retrieval loss with global comparison
    (softmax over in-batch + random items, ``losses/softmax.py``) + beta x ranking loss with local comparison
    over the stage levels of the same query (``losses/stage_ranking.py``).
@@ -40,13 +40,16 @@ the per-head form; the tests check the equality). Serving cost = one ANN search 
 two-tower; the extra cost is only the H heads' forward pass on the query side. An item-dependent fusion
 (e.g. softmax over the head scores s_h themselves, as in JD's DPSR) would not factor this way: it would need
 one ANN search per head and a merge/re-score of the union, H times the search cost. It is deliberately not
-offered.
+offered. The flip side of the exact factorisation: with query-only weights, post-fusion is a query-gated convex
+combination of separately projected and normalised head vectors; what it adds over ``single_head`` is the
+per-granularity projection and the gate, not a different kind of score.
 
 Assumptions (unpublished; config key in brackets)
 -------------------------------------------------
 - Heads and their granularities [``model.heads``]: hashed word+trigram, WordPiece mean, 1-layer Transformer
   [``model.transformer_layers``, ``model.transformer_heads``]; MiniLM sentence head only in ``pretrained``.
 - Fusion rule [``model.fusion``]: query-dependent attention by default; ``softmax`` (global learned weights).
+- Item features [``model.item_inputs``]: hashed bag + mean WordPiece of the title (+ sentence in ``pretrained``).
 - Sizes [``model.dim``, ``model.hidden``, ``model.n_buckets``]; shared query/item embedding tables
   [``model.share_embeddings``]; MiniLM WordPiece table as token embeddings [``model.pretrained_tokens``].
 - Cosine scores (every head and the item L2-normalised) with temperature [``loss.temperature``].
@@ -54,8 +57,10 @@ Assumptions (unpublished; config key in brackets)
   [``loss.ranking.mode``], level gains [``loss.ranking.level_gains``, indexed random, unclicked, clicked,
   ordered], pair weighting [``loss.ranking.pair_weighting``], ranking temperature / margin
   [``loss.ranking.temperature``, ``loss.ranking.margin``].
-- Stage lists: size and random items per list [``data.stage_list_size``, ``data.stage_random_items``]; shared
-  random softmax negatives [``data.n_random_negatives``]; training positives = clicked or ordered items.
+- Stage lists: size and fresh random items per list [``data.stage_list_size``, ``data.stage_random_items``];
+  level-0 items taken from the batch's shared random negatives instead, to save encoding
+  [``loss.shared_randoms_per_query``]; shared random softmax negatives [``data.n_random_negatives``];
+  training positives = clicked or ordered items (the data module's rule).
 - No per-head auxiliary loss: only the fused score is trained (multi-grained = the two objectives).
 
 Input mapping per dataset
@@ -85,6 +90,11 @@ HEADS = ("hashed", "subword", "transformer", "sentence")
 FUSIONS = ("attention", "softmax", "none")
 
 
+def _check_choice(key: str, chosen: list[str], valid: tuple[str, ...]) -> None:
+    if not chosen or len(set(chosen)) != len(chosen) or set(chosen) - set(valid):
+        raise ValueError(f"{key} must be distinct values of {valid}, got {chosen}")
+
+
 # -- granularities: shared feature extractors ---------------------------------------------------------
 class Granularities(nn.Module):
     """Raw features of one side (query or item) at each granularity; tables may be shared across sides."""
@@ -101,6 +111,10 @@ class Granularities(nn.Module):
 
     def token_sequence(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         ids = inputs[f"{self.side}_tokens"]
+        # cut the columns that are padding in every row: queries are a few tokens of a 16-token frame, and the
+        # transformer's cost grows with the frame, not with the real length
+        longest = max(int(padding_mask(ids).sum(1).max()), 1) if ids.numel() else 1
+        ids = ids[:, :longest]
         return self.tokens(ids), padding_mask(ids)
 
     def subword(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -230,25 +244,28 @@ class EarlyFusionQueryTower(nn.Module):
 
 
 # -- item tower -------------------------------------------------------------------------------------------
-class ItemTower(nn.Module):
-    """One vector per item: the title's hashed bag, mean WordPiece embedding and (optionally) sentence features."""
+ITEM_INPUTS = ("hashed", "subword", "sentence")
 
-    def __init__(self, features: Granularities, use_hashed: bool, use_tokens: bool, use_sentence: bool,
-                 dim: int, hidden: int):
+
+class ItemTower(nn.Module):
+    """One vector per item from its title: hashed bag, mean WordPiece embedding, frozen sentence features."""
+
+    def __init__(self, features: Granularities, inputs: list[str], dim: int, hidden: int):
         super().__init__()
         self.features = features
-        self.use_hashed, self.use_tokens, self.use_sentence = use_hashed, use_tokens, use_sentence
-        width = hidden * use_hashed + dim * use_tokens + text.PRETRAINED_DIM * use_sentence
-        self.net = mlp(width, hidden, dim)
+        self.inputs = inputs
+        widths = {"hashed": hidden, "subword": dim, "sentence": text.PRETRAINED_DIM}
+        self.net = mlp(sum(widths[name] for name in inputs), hidden, dim)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = []
-        if self.use_hashed:
-            parts.append(self.features.hashed(inputs))
-        if self.use_tokens:
-            parts.append(self.features.subword(inputs))
-        if self.use_sentence:
-            parts.append(inputs["item_sentence"])
+        for name in self.inputs:
+            if name == "hashed":
+                parts.append(self.features.hashed(inputs))
+            elif name == "subword":
+                parts.append(self.features.subword(inputs))
+            else:
+                parts.append(inputs["item_sentence"])
         return l2_normalize(self.net(torch.cat(parts, dim=-1)))
 
 
@@ -256,23 +273,22 @@ class ItemTower(nn.Module):
 class MMSE(TwoTowerModel):
     """Multi-grained query heads with post-fusion scoring, one-vector items (see the module docstring)."""
 
-    def __init__(self, dim: int = 128, hidden: int = 256, n_buckets: int = 200_000,
+    def __init__(self, dim: int = 128, hidden: int = 128, n_buckets: int = 100_000,
                  heads: list[str] | tuple[str, ...] = ("hashed", "subword", "transformer"),
+                 item_inputs: list[str] | tuple[str, ...] = ("hashed", "subword"),
                  fusion: str = "attention", transformer_layers: int = 1, transformer_heads: int = 4,
                  share_embeddings: bool = True, pretrained_tokens: bool = False):
         super().__init__()
-        heads = list(heads)
-        unknown = sorted(set(heads) - set(HEADS))
-        if unknown or not heads or len(set(heads)) != len(heads):
-            raise ValueError(f"model.heads must be distinct values of {HEADS}, got {heads}")
+        heads, item_inputs = list(heads), list(item_inputs)
+        _check_choice("model.heads", heads, HEADS)
+        _check_choice("model.item_inputs", item_inputs, ITEM_INPUTS)
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion '{fusion}'; valid: {', '.join(FUSIONS)}")
         self.head_kinds = heads
         self.fusion_rule = fusion
-        use_hashed = "hashed" in heads
-        use_tokens = bool({"subword", "transformer"} & set(heads))
-        use_sentence = "sentence" in heads
-        query_features, item_features = self._granularities(use_hashed, use_tokens, share_embeddings, n_buckets,
+        query_needs = {"hashed": "hashed" in heads, "tokens": bool({"subword", "transformer"} & set(heads))}
+        item_needs = {"hashed": "hashed" in item_inputs, "tokens": "subword" in item_inputs}
+        query_features, item_features = self._granularities(query_needs, item_needs, share_embeddings, n_buckets,
                                                             hidden, dim, pretrained_tokens)
         if fusion == "none":
             self.query_tower = EarlyFusionQueryTower(query_features, heads, dim, hidden, transformer_layers,
@@ -280,32 +296,31 @@ class MMSE(TwoTowerModel):
         else:
             self.query_tower = PostFusionQueryTower(query_features, heads, fusion, dim, hidden,
                                                     transformer_layers, transformer_heads)
-        self.item_tower = ItemTower(item_features, use_hashed, use_tokens, use_sentence, dim, hidden)
-        self.required_fields = {"stages"} | self._fields(use_hashed, use_tokens, use_sentence)
+        self.item_tower = ItemTower(item_features, item_inputs, dim, hidden)
+        self.required_fields = {"stages"} | self._fields(heads, item_inputs)
 
     @staticmethod
-    def _granularities(use_hashed: bool, use_tokens: bool, shared: bool, n_buckets: int, hidden: int, dim: int,
-                       pretrained_tokens: bool) -> tuple[Granularities, Granularities]:
-        def bag() -> nn.EmbeddingBag | None:
-            return nn.EmbeddingBag(n_buckets, hidden, mode="mean", padding_idx=0) if use_hashed else None
+    def _granularities(query_needs: dict[str, bool], item_needs: dict[str, bool], shared: bool, n_buckets: int,
+                       hidden: int, dim: int, pretrained_tokens: bool) -> tuple[Granularities, Granularities]:
+        def bag(needed: bool) -> nn.EmbeddingBag | None:
+            return nn.EmbeddingBag(n_buckets, hidden, mode="mean", padding_idx=0) if needed else None
 
-        def tokens() -> TokenEmbedding | None:
-            return TokenEmbedding(dim, pretrained=pretrained_tokens) if use_tokens else None
+        def tokens(needed: bool) -> TokenEmbedding | None:
+            return TokenEmbedding(dim, pretrained=pretrained_tokens) if needed else None
 
-        query_bag, query_tokens = bag(), tokens()
-        item_bag, item_tokens = (query_bag, query_tokens) if shared else (bag(), tokens())
-        return Granularities("query", query_bag, query_tokens), Granularities("item", item_bag, item_tokens)
+        if shared:  # one table per granularity, used by both sides: a title word and a query word share a vector
+            table_bag = bag(query_needs["hashed"] or item_needs["hashed"])
+            table_tokens = tokens(query_needs["tokens"] or item_needs["tokens"])
+            return Granularities("query", table_bag, table_tokens), Granularities("item", table_bag, table_tokens)
+        return (Granularities("query", bag(query_needs["hashed"]), tokens(query_needs["tokens"])),
+                Granularities("item", bag(item_needs["hashed"]), tokens(item_needs["tokens"])))
 
     @staticmethod
-    def _fields(use_hashed: bool, use_tokens: bool, use_sentence: bool) -> set[str]:
-        fields = set()
-        if use_hashed:
-            fields |= {"query_hashed", "item_hashed"}
-        if use_tokens:
-            fields |= {"query_text", "item_text"}
-        if use_sentence:
-            fields |= {"query_sentence", "item_sentence"}
-        return fields
+    def _fields(heads: list[str], item_inputs: list[str]) -> set[str]:
+        query = {"hashed": {"query_hashed"}, "subword": {"query_text"}, "transformer": {"query_text"},
+                 "sentence": {"query_sentence"}}
+        item = {"hashed": {"item_hashed"}, "subword": {"item_text"}, "sentence": {"item_sentence"}}
+        return set().union(*(query[h] for h in heads), *(item[i] for i in item_inputs))
 
     # -- the post-fusion score, spelled out (training and serving use the equal fused vector) ---------
     def head_scores(self, batch: dict[str, torch.Tensor], items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -320,11 +335,3 @@ class MMSE(TwoTowerModel):
         """s(q, i) = sum_h w_h(q) <q_h, i> [B, N]: equal to encode_queries(batch) @ items.T."""
         scores, weights = self.head_scores(batch, items)
         return (weights.unsqueeze(-1) * scores).sum(1)
-
-    @torch.no_grad()
-    def mean_head_weights(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Average fusion weight per head over a batch (for the model card's analysis)."""
-        if not isinstance(self.query_tower, PostFusionQueryTower):
-            return {"single": 1.0}
-        _, weights = self.query_tower.head_weights(batch)
-        return dict(zip(self.head_kinds, weights.mean(0).tolist(), strict=True))

@@ -1,51 +1,58 @@
 """MRSE: lightweight mixture-of-experts over text and images, with multi-modal user profiles (Shopee).
 
-Chen et al., "MRSE: Multi-modality Retrieval System for E-commerce", arXiv 2408.14968 (2024). Text-only
-embedding retrieval misses intents that only a product's picture carries (a colour the title never names), and
-one fixed blend of modalities ignores that shoppers weigh them differently. MRSE answers with small experts,
-a learned mixture per input, a user profile built from what the user recently clicked, and a hybrid loss.
+"MRSE: An Efficient Multi-modality Retrieval System for Large Scale E-commerce", Shopee, arXiv 2408.14968
+(2024). Text-only embedding retrieval misses intents that only a product's picture carries (a colour the title
+never names), and one fixed blend of modalities ignores that shoppers weigh them differently. MRSE answers with
+small experts, a learned mixture per input, a user profile built from what the user recently clicked, and a
+hybrid loss.
+The model card with measured results is docs/models/mrse.md.
 
 Components as implemented (every size and choice is a key of ``configs/mrse.yaml``):
 
 - **Frozen image tower + trainable adaptor** (``image_features.py``). Image features are computed once per
   product in ``prepare`` and cached on disk (``cache_dir()/image_features/<key>``): from a local open_clip
   checkpoint (``image_checkpoint`` + ``image_encoder``, e.g. ViT-L-14), or, on simshop, from the small open_clip
-  config ``simshop-vit-tiny`` (4-layer ViT, 32 x 32 input) *frozen at random init* (``image_encoder_seed``);
-  ``image_pretrain_epochs > 0`` would instead train it briefly CLIP-style on the catalogue's (image, title) pairs.
-  A dataset that ships features (``item_image_features``, SQID's CLIP ViT-L/14) is used as is: nothing runs.
-  The adaptor (LayerNorm, MLP) maps a feature vector to one *visual token*.
-- **Stage 1, three lightweight experts** over the text, each returning a ``width``-d vector:
-  *VBert* - the visual token followed by the text's WordPiece tokens through a light BERT (``vbert_layers``); a
-  query has no picture, so its visual slot holds a learned placeholder token; *FtAtt* - fastText-style
-  embeddings of the words and their letter trigrams (the ``*_hashed`` fields) pooled by additive attention
-  (token importance); *Light-BERT* - a 2-layer transformer over the WordPiece tokens (``lightbert_layers``).
-  The experts' weights are shared by the query and the item tower (one text space), the gates and fusion
-  MLPs are not.
-- **Expert gate** (``fusion: gate``): a small MLP over the experts' outputs (+ the user profile for queries,
-  the category for items) gives per-input softmax weights; the mixture is the weighted sum of expert outputs.
-  Unavailable experts (VBert without images) get weight exactly 0. ``fusion: concat`` (ablation) feeds the
-  concatenated expert outputs to the fusion MLP instead. ``expert_weights(inputs, side)`` returns the weights.
-- **Stage 2, DSSM fusion**: an MLP (+ linear skip) maps the mixture plus the context vector (query: user
-  profile; item: category embedding) to the ``dim``-d, L2-normalised embedding. Scores are cosines.
+  config ``simshop-vit-tiny`` (2-layer ViT, width 256, 4 x 4 patches on 32 x 32 pictures) *frozen at random
+  init* (``image_encoder_seed``); ``image_pretrain_epochs > 0`` trains it briefly CLIP-style on the catalogue's
+  (image, title) pairs first. A dataset that ships features (``item_image_features``, SQID's CLIP ViT-L/14) is
+  used as is: no encoder runs. The adaptor standardises the features with catalogue statistics and maps them
+  through an MLP to one *visual token*. ``extra_costs`` reports extraction images/s and the cache size.
+- **Stage 1, three lightweight experts**, each returning a ``width``-d vector:
+  *VBert* - the visual token followed by the text's WordPiece tokens through a light BERT (``vbert_layers``);
+  a query has no picture, so its visual slot holds a learned placeholder; *FtAtt* - fastText-style embeddings
+  of the words and their letter trigrams (the ``*_hashed`` fields) pooled by attention with a learned
+  importance per unit; *Light-BERT* - a 2-layer transformer over the WordPiece tokens (``lightbert_layers``).
+  The experts are shared by the query and the item tower (one text space); gates and fusion MLPs are not.
+- **Expert gate** (``fusion: gate``): an MLP over the experts' outputs and the context vector gives per-input
+  softmax weights; the mixture is the weighted sum of the expert outputs. An unavailable expert (VBert without
+  images) gets weight exactly 0. ``fusion: concat`` (ablation) feeds the concatenated outputs to the fusion
+  MLP instead. ``MRSE.expert_weights(inputs, side)`` returns the weights, [B, 3] in ``EXPERTS`` order.
+- **Stage 2, DSSM fusion**: an MLP (+ linear skip) maps the mixture plus the context (item: category embedding
+  and, with ``image_in_fusion``, the visual token; query: the user profile) to the ``dim``-d, L2-normalised
+  embedding. Scores are cosines; the faiss index stores one vector per item.
 - **Multi-modal user profile** (query tower): the last ``profile_length`` items of ``hist_realtime`` (the
-  user's clicks, orders and collects before this search), each represented by its title (mean of token
-  embeddings), its image (the shared adaptor) and its category, pooled by attention to the query's mixture
+  user's clicks, orders and collects before this search), each represented by its title (mean token
+  embedding), its picture (the shared adaptor) and its category, pooled by attention steered by the query
   (``profile_pooling: attention``) or averaged (``mean``).
 - **Hybrid loss**: ``losses/hybrid.py`` (softmax with in-batch + sampled negatives, plus a hard-negative
   triplet term).
 
-Assumptions (open in the paper; each is a config key): embedding size ``dim`` = 128, expert width ``width`` = 64;
-gating = per-input softmax gate (``fusion``, ``gate_temperature``); the image enters as one *pooled* vector
-(CLS plus the mean and standard deviation of the patch tokens, ``image_token_stats``), not as patch tokens;
-VBert 1 layer (``vbert_layers``), Light-BERT 2 layers; triplet margin 0.2 on the cosine distance, weight 0.5,
-softmax weight 1, temperature 0.05 (``loss.*``); the hard negative is the hardest in-batch item of another query
-(or, with ``stage_negatives``, the hardest unclicked item of the same search); profile = last 20 real-time
-items pooled by attention; the simshop image tower is frozen at random init (it carries colour almost
-perfectly, style only partly: see docs/models/mrse.md for the probe).
+Assumptions (open in the paper; each is a config key): ``dim`` 128, expert ``width`` 64, 2 heads; gating =
+per-input softmax gate (``fusion``, ``gate_temperature`` 1); the image enters as one *pooled* vector (the
+tower's embedding plus the mean and std of its patch tokens, ``image_token_stats``), not as patch tokens, and
+also directly into the item fusion (``image_in_fusion``, our addition: without it the gate starved VBert);
+VBert 1 layer, Light-BERT 2; triplet margin 0.2 on the cosine distance, weight 0.5, softmax weight 1,
+temperature 0.05, 128 sampled negatives (``loss.*``, ``data.n_random_negatives``); the hard negative is the
+closest in-batch or sampled item of another query (``stage_negatives``: the closest unclicked item of the same
+search); profile = last 20 real-time items, attention pooling, its additive path zero-initialised; the
+simshop image tower is frozen at random init (linear probe on its features: colour 1.00, print style 0.65,
+majority class 0.30).
 
-Input mapping: simshop - title tokens and hashed n-grams, category, 32 x 32 images (features extracted and
-cached), ``hist_realtime``; SQID/ESCI with an ``image_features`` table - the precomputed CLIP vectors replace the
-encoder; Icecat/ESCI without images - VBert is skipped (text experts only), and without users the profile is.
+Input mapping: simshop - title tokens and hashed n-grams, category, 32 x 32 pictures (features extracted and
+cached), ``hist_realtime``; SQID/ESCI with an ``image_features`` table - the precomputed CLIP vectors replace
+the encoder; Icecat/ESCI without images - VBert is skipped (text experts only) and, without users, the profile.
+
+RESULTS_DOCSTRING
 """
 
 from __future__ import annotations
@@ -57,7 +64,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retrieval_zoo.data import text
 from retrieval_zoo.models.base import TwoTowerModel
 from retrieval_zoo.models.components import TokenEmbedding, l2_normalize, masked_mean
 from retrieval_zoo.models.image_features import ImageEncoderSpec, cached_image_features
@@ -69,21 +75,33 @@ POOLINGS = ("attention", "mean")
 
 def trim_padding(ids: torch.Tensor) -> torch.Tensor:
     """Drop the trailing columns that are padding in every row (short queries: most of the width)."""
-    length = int((ids > 0).sum(1).max().clamp(min=1))
-    return ids[:, :length]
+    used = (ids > 0).any(0).nonzero()
+    return ids[:, : int(used.max()) + 1 if len(used) else 1]
+
+
+def word_dropout(ids: torch.Tensor, rate: float) -> torch.Tensor:
+    """Turn a random share ``rate`` of the ids into padding (training only): a title word the model cannot
+    count on makes it also read the picture, which is all it has when a title omits the colour."""
+    return ids.masked_fill(torch.rand(ids.shape, device=ids.device) < rate, 0)
 
 
 # -- the image side -------------------------------------------------------------------------------------------
 class ImageAdaptor(nn.Module):
-    """The trainable adaptor over frozen image features: one visual token of size ``width``."""
+    """The trainable adaptor over frozen image features: one visual token of size ``width``.
 
-    def __init__(self, feature_dim: int, width: int):
+    Features are first standardised per column with the catalogue's statistics (fixed buffers): encoders differ
+    in scale, and a pooled vector concatenated with token statistics mixes scales within one vector.
+    """
+
+    def __init__(self, catalogue_features: torch.Tensor, width: int):
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, 2 * width), nn.GELU(),
-                                 nn.Linear(2 * width, width))
+        features = catalogue_features.float()
+        self.register_buffer("mean", features.mean(0))
+        self.register_buffer("std", features.std(0).clamp(min=1e-6))
+        self.net = nn.Sequential(nn.Linear(features.shape[1], 2 * width), nn.GELU(), nn.Linear(2 * width, width))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net(features)
+        return self.net((features.float() - self.mean) / self.std)
 
 
 # -- the three experts ----------------------------------------------------------------------------------------
@@ -112,7 +130,9 @@ class LightBert(nn.Module):
             x = torch.cat([lead.unsqueeze(1), x], dim=1)
             mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
         x = x + self.position.weight[: x.shape[1]]
-        states = self.norm(self.encoder(x, src_key_padding_mask=~mask))
+        attend = mask.clone()
+        attend[:, 0] |= ~mask.any(1)  # an empty text attends to one pad slot (no NaN); its mean stays zero
+        states = self.norm(self.encoder(x, src_key_padding_mask=~attend))
         if lead is None:
             return masked_mean(states, mask)
         return states[:, 0] + masked_mean(states[:, 1:], mask[:, 1:])
@@ -223,8 +243,13 @@ class ItemTower(nn.Module):
     def forward_with_weights(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         owner = self._owner[0]
         visual = owner.visual_tokens(inputs)
-        outputs = owner.experts(inputs["item_tokens"], inputs["item_hashed"], visual)
+        tokens, hashed = inputs["item_tokens"], inputs["item_hashed"]
+        if self.training and owner.item_token_dropout > 0:
+            tokens, hashed = word_dropout(tokens, owner.item_token_dropout), word_dropout(hashed, owner.item_token_dropout)
+        outputs = owner.experts(tokens, hashed, visual)
         context = owner.category_vectors(inputs["item_category"])
+        if visual is not None and owner.image_in_fusion:
+            context = context + visual  # a direct path from the picture to the item vector, whatever the gate
         return self.fusion(outputs, owner.available_experts(outputs.device), context)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -239,6 +264,9 @@ class QueryTower(nn.Module):
         self.visual_placeholder = nn.Parameter(torch.randn(width) * 0.02)  # a query has no picture
         self.profile = UserProfile(width, owner.profile_length, owner.profile_pooling)
         self.fusion = GatedFusion(len(EXPERTS), width, owner.dim, owner.fusion, owner.gate_temperature)
+        # The profile's additive path starts as a no-op: the query vector is the query's meaning first, and the
+        # user's history moves it only as far as training finds that it helps (it always informs the gate).
+        nn.init.zeros_(self.fusion.context.weight)
 
     def forward_with_weights(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         owner = self._owner[0]
@@ -268,7 +296,7 @@ class MRSE(TwoTowerModel):
                  use_image: bool = True, image_encoder: str = "simshop-vit-tiny", image_checkpoint: str | None = None,
                  image_encoder_seed: int = 0, image_pretrain_epochs: int = 0, image_token_stats: bool = True,
                  use_profile: bool = True, profile_length: int = 20, profile_pooling: str = "attention",
-                 stage_negatives: bool = False):
+                 image_in_fusion: bool = True, item_token_dropout: float = 0.0, stage_negatives: bool = False):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion '{fusion}'; valid: {', '.join(FUSIONS)}")
@@ -277,6 +305,8 @@ class MRSE(TwoTowerModel):
         self.dim, self.width, self.fusion = dim, width, fusion
         self.gate_temperature = gate_temperature
         self.use_image, self.use_profile = use_image, use_profile
+        self.image_in_fusion = image_in_fusion
+        self.item_token_dropout = item_token_dropout
         self.profile_length, self.profile_pooling = profile_length, profile_pooling
         self.image_spec = ImageEncoderSpec(name=image_encoder, checkpoint=image_checkpoint, seed=image_encoder_seed,
                                            pretrain_epochs=image_pretrain_epochs, token_stats=image_token_stats)
@@ -309,8 +339,7 @@ class MRSE(TwoTowerModel):
                                 "image_source": "precomputed"}
         if "item_image_features" in catalog.tensors:
             self.has_image = True
-            feature_dim = catalog.tensors["item_image_features"].shape[1]
-            self.image_adaptor = ImageAdaptor(feature_dim, self.width)
+            self.image_adaptor = ImageAdaptor(catalog.tensors["item_image_features"], self.width)
 
     # -- shared pieces the towers use ------------------------------------------------------------------------
     def available_experts(self, device: torch.device) -> torch.Tensor:
@@ -319,7 +348,7 @@ class MRSE(TwoTowerModel):
     def visual_tokens(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
         if not self.has_image:
             return None
-        return self.image_adaptor(inputs["item_image_features"].float())
+        return self.image_adaptor(inputs["item_image_features"])
 
     def category_vectors(self, category: torch.Tensor) -> torch.Tensor:
         return self.categories(category % self.categories.num_embeddings)
@@ -334,7 +363,7 @@ class MRSE(TwoTowerModel):
         vectors = self.experts.title_bag(trim_padding(items["item_tokens"]).to(device))
         vectors = vectors + self.category_vectors(items["item_category"].to(device))
         if self.has_image:
-            vectors = vectors + self.image_adaptor(items["item_image_features"].to(device).float())
+            vectors = vectors + self.image_adaptor(items["item_image_features"].to(device))
         return vectors[position], mask
 
     # -- inspection ------------------------------------------------------------------------------------------

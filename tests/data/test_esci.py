@@ -13,6 +13,7 @@ import pytest
 from retrieval_zoo.data import esci
 from retrieval_zoo.data.dataset import DatasetError
 from retrieval_zoo.data.esci import EXAMPLES_FILE, PRODUCTS_FILE, load_esci
+from retrieval_zoo.data.prepare import prepare
 
 EXAMPLES_SCHEMA = {
     "example_id": pl.Int64, "query": pl.Utf8, "query_id": pl.Int64, "product_id": pl.Utf8,
@@ -239,3 +240,32 @@ def test_non_utf8_bytes_are_decoded_with_replacement_and_counted(tmp_path, colum
     assert ds.meta["repaired"]["non_utf8_products_values"] == 1
     canonical = {"product_title": "title", "product_description": "description"}[column]
     assert ds.products[canonical][4] == "caf\ufffd \ufffd text"
+
+
+# -- prepare("esci"): verify what is on disk, download what is missing --------------------------------------
+def test_prepare_with_files_on_disk_builds_the_cache(raw, tmp_path):
+    ds = prepare("esci", raw, locale="us")
+    assert ds.name == "esci" and list((tmp_path / "cache" / "esci" / "prepared").iterdir())
+
+
+def test_prepare_downloads_missing_files(raw, tmp_path, monkeypatch):
+    monkeypatch.setattr(esci, "DOWNLOAD_URLS", {name: (raw / name).as_uri() for name in esci.DOWNLOAD_URLS})
+    target = tmp_path / "fresh"
+    target.mkdir()
+    (target / PRODUCTS_FILE).write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 1\n")
+    (target / "SHA256SUMS").write_text((raw / "SHA256SUMS").read_text())
+    ds = prepare("esci", str(target))
+    assert ds.products.height == 12 and not list(target.glob("*.part"))
+
+
+def test_failed_download_lists_the_files_to_fetch_by_hand(tmp_path, monkeypatch):
+    monkeypatch.setattr(esci, "DOWNLOAD_URLS", {name: f"file:///nowhere/{name}" for name in esci.DOWNLOAD_URLS})
+    with pytest.raises(DatasetError, match="could not get 2 file") as error:
+        prepare("esci", tmp_path / "raw")
+    message = str(error.value)
+    assert f"file:///nowhere/{EXAMPLES_FILE}\n    -> {tmp_path / 'raw' / EXAMPLES_FILE}" in message
+    assert "git lfs pull" in message
+    with pytest.raises(DatasetError, match="downloads disabled"):
+        prepare("esci", tmp_path / "raw", download="false")
+    with pytest.raises(DatasetError, match="cannot prepare 'nope'"):
+        prepare("nope")

@@ -164,3 +164,20 @@ def test_encode_unique_encodes_each_item_once_and_keeps_shapes():
     assert module.encoded == 4  # 0 (the clamped padding), 3, 5, 7
     assert a.shape == (3, 4) and b.shape == (2, 2, 4)
     assert torch.equal(b[1, 1], module.table.weight[7])
+
+
+def test_shared_randoms_join_every_list_at_level_zero():
+    module = TableModule()
+    queries = torch.randn(3, 4)
+    batch = {**toy_batch(), "stage_items": torch.tensor([[0, 3], [1, 4], [2, 5]]),
+             "stage_levels": torch.tensor([[3, 1], [2, 1], [2, 1]])}
+    positives = module.table(batch["pos_item"])
+    loss = MultiGrainedLoss(temperature=1.0, beta=1.0, shared_randoms_per_query=2, ranking={"temperature": 1.0})
+    torch.manual_seed(5)
+    ranking = loss(queries, positives, batch, module)["ranking"]
+    torch.manual_seed(5)
+    pick = torch.randint(0, 3, (3, 2))
+    items = torch.cat([batch["stage_items"], batch["random_items"][pick]], 1)
+    levels = torch.cat([batch["stage_levels"], torch.zeros(3, 2, dtype=torch.long)], 1)
+    scores = torch.einsum("bd,bsd->bs", queries, module.table(items))
+    assert ranking.item() == pytest.approx(StageRankingLoss(temperature=1.0)(scores, levels).item(), rel=1e-6)

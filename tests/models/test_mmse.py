@@ -70,7 +70,8 @@ def test_attention_weights_depend_on_the_query():
 def test_fields_need_no_user_data_and_follow_the_heads():
     model = MMSE(**SMALL)
     assert model.required_fields == {"stages", "query_hashed", "item_hashed", "query_text", "item_text"}
-    assert MMSE(**SMALL, heads=["hashed"]).required_fields == {"stages", "query_hashed", "item_hashed"}
+    only_hashed = MMSE(**SMALL, heads=["hashed"], item_inputs=["hashed"])
+    assert only_hashed.required_fields == {"stages", "query_hashed", "item_hashed"}
     assert not model.optional_fields
     with pytest.raises(ValueError, match="model.heads"):
         MMSE(**SMALL, heads=["words"])

@@ -108,6 +108,16 @@ def test_gate_weights_sum_to_one_and_skip_missing_experts(label_dataset):
     assert (weights > 0).all()
 
 
+def test_experts_handle_an_empty_text():
+    from retrieval_zoo.models.mrse import Experts
+
+    experts = Experts(width=16, heads=2, vbert_layers=1, lightbert_layers=2, n_buckets=100, pretrained_tokens=False)
+    tokens, hashed = torch.tensor([[5, 6, 0], [0, 0, 0]]), torch.tensor([[3, 4], [0, 0]])
+    for visual in (torch.randn(2, 16), None):
+        outputs = experts(tokens, hashed, visual)
+        assert outputs.shape == (2, 3, 16) and torch.isfinite(outputs).all()
+
+
 # -- end to end -------------------------------------------------------------------------------------------
 def finite_metrics(result) -> None:
     assert result.metrics and all(math.isfinite(v) for v in result.metrics.values())
