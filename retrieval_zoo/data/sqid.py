@@ -14,6 +14,7 @@ Text, queries and labels come from the ESCI files, so a SQID load needs both fol
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import polars as pl
@@ -56,7 +57,7 @@ def load_sqid(
     path: str | Path | None = None,
     esci_path: str | Path | None = None,
     seed: int | str = 0,
-    fractions: str | tuple[float, float, float] = "0.7,0.1,0.2",
+    fractions: str | tuple[float, float, float] = "0.7/0.1/0.2",
     image_column: str = "clip_image_features",
     text_column: str = "clip_text_features",
     text_features: bool | str = False,
@@ -123,9 +124,10 @@ def check_sqid_files(raw: Path, image_column: str, text_column: str, text_featur
 
 def parse_fractions(fractions: str | tuple[float, ...]) -> tuple[float, float, float]:
     try:
-        parts = tuple(float(x) for x in (fractions.split(",") if isinstance(fractions, str) else fractions))
+        # "/" too: a dataset spec splits its parameters on commas ("sqid:fractions=0.7/0.1/0.2").
+        parts = tuple(float(x) for x in (re.split(r"[,/]", fractions) if isinstance(fractions, str) else fractions))
     except ValueError as error:
-        raise DatasetError(f"fractions={fractions!r} must be three numbers, e.g. 0.7,0.1,0.2") from error
+        raise DatasetError(f"fractions={fractions!r} must be three numbers, e.g. 0.7/0.1/0.2") from error
     if len(parts) != 3 or min(parts) < 0 or abs(sum(parts) - 1) > 1e-6:
         raise DatasetError(f"fractions={fractions!r} must be three non-negative numbers summing to 1")
     return parts  # type: ignore[return-value]

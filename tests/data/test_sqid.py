@@ -93,7 +93,7 @@ def test_resplit_is_seeded_and_roughly_follows_the_fractions(sqid_raw, tmp_path)
     assert 240 < counts["train"] < 320 and 20 < counts["valid"] < 60 and 50 < counts["test"] < 110
     other = load_sqid(sqid_raw, esci_raw, seed=1, cache=False)
     assert not first.queries["split"].equals(other.queries["split"])
-    half = load_sqid(sqid_raw, esci_raw, fractions="0.5,0,0.5", cache=False)
+    half = load_sqid(sqid_raw, esci_raw, fractions="0.5/0/0.5", cache=False)  # as a dataset spec passes it
     assert "valid" not in set(half.queries["split"])
 
 
