@@ -37,7 +37,7 @@ import math
 import torch
 from torch import nn
 
-from retrieval_zoo.losses.softmax import in_batch_logits, softmax_cross_entropy
+from retrieval_zoo.losses.softmax import batch_logits, softmax_cross_entropy
 
 
 def n_hard_negatives(n_candidates: int, fraction: float) -> int:
@@ -89,10 +89,7 @@ class MixedHardNegativesLoss(nn.Module):
 
     def forward(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
                 module) -> dict[str, torch.Tensor]:
-        extra = None
-        if self.use_random_negatives and "random_items" in batch:
-            extra = module.encode_item_indices(batch["random_items"])
-        logits, targets = in_batch_logits(queries, positives, batch["pos_item"], extra)
+        logits, targets = batch_logits(queries, positives, batch, module, self.use_random_negatives)
         in_batch = softmax_cross_entropy(logits, targets, self.temperature)
         n_hard = n_hard_negatives(logits.shape[1] - 1, self.hard_fraction)
         if n_hard == 0:

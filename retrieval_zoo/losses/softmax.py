@@ -44,6 +44,15 @@ def in_batch_logits(queries: torch.Tensor, positives: torch.Tensor, pos_item: to
     return logits, targets
 
 
+def batch_logits(queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor], module,
+                 use_random_negatives: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``in_batch_logits`` with the batch's sampled ``random_items`` appended when asked for and present."""
+    extra = None
+    if use_random_negatives and "random_items" in batch:
+        extra = module.encode_item_indices(batch["random_items"])
+    return in_batch_logits(queries, positives, batch["pos_item"], extra)
+
+
 def softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.cross_entropy(logits / temperature, targets)
 
@@ -60,8 +69,5 @@ class InBatchSoftmaxLoss(nn.Module):
 
     def forward(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
                 module) -> dict[str, torch.Tensor]:
-        extra = None
-        if self.use_random_negatives and "random_items" in batch:
-            extra = module.encode_item_indices(batch["random_items"])
-        logits, targets = in_batch_logits(queries, positives, batch["pos_item"], extra)
+        logits, targets = batch_logits(queries, positives, batch, module, self.use_random_negatives)
         return {"loss": softmax_cross_entropy(logits, targets, self.temperature)}
