@@ -4,7 +4,8 @@ Trains MRSE on simshop with its YAML config (or loads a state dict saved by an e
 ``--checkpoint``), then averages the gate's per-input expert weights (VBert / FtAtt / Light-BERT) over the test
 searches, split by query group (broad / text_attr / image_attr) and by the searching user's type (users.parquet:
 visual or textual, from visual_reliance >= 0.5), and over the catalogue, split by whether a product's colour and
-style appear only in its image. Writes results/mrse_gate_weights.csv and a bar chart next to it.
+style appear only in its image. Writes results/mrse_gate_weights.csv (mean and per-input standard deviation of
+each expert's weight) and a bar chart next to it.
 
     python benchmarks/mrse_gate_report.py                      # trains (a few minutes on 2 CPU cores)
     python benchmarks/mrse_gate_report.py --checkpoint results/mrse_simshop.pt   # trains once, then reuses
@@ -67,7 +68,8 @@ def item_weights(module, batch_size: int = 2048) -> np.ndarray:
 
 def averages(weights: np.ndarray, side: str, by: str, labels: list) -> list[dict]:
     frame = pl.DataFrame({"value": [str(v) for v in labels], **{e: weights[:, k] for k, e in enumerate(EXPERTS)}})
-    table = frame.group_by("value").agg(pl.len().alias("n"), *[pl.col(e).mean() for e in EXPERTS]).sort("value")
+    table = frame.group_by("value").agg(pl.len().alias("n"), *[pl.col(e).mean() for e in EXPERTS],
+                                        *[pl.col(e).std().alias(f"{e}_sd") for e in EXPERTS]).sort("value")
     return [{"side": side, "by": by, **row} for row in table.iter_rows(named=True)]
 
 

@@ -14,11 +14,14 @@ Three sources, in the order a model should prefer them:
 2. an open_clip model with real weights on disk: ``ImageEncoderSpec(name="ViT-L-14",
    checkpoint="/path/open_clip_pytorch_model.bin")``;
 3. on simshop (no weights can be downloaded): a small open_clip config registered below (``simshop-vit-tiny``,
-   a 2-layer ViT with 4 x 4 patches on 32 x 32 images), randomly initialised from a fixed seed and, with ``pretrain_epochs > 0``,
-   briefly trained CLIP-style on the catalogue's own (image, title) pairs before it is frozen. The title side of
-   that objective is a bag of WordPiece embeddings that is thrown away afterwards. No labels, queries or clicks
-   are used, only what a shop's catalogue holds; colour and style are learnt from the products whose titles
-   name them and transfer to the image-only ones, as a web-trained CLIP learns concepts from captions.
+   a 2-layer ViT of width 256 with 4 x 4 patches on 32 x 32 images), randomly initialised from a fixed seed
+   and frozen as is (the default), or, with ``pretrain_epochs > 0``, first trained briefly CLIP-style on the
+   catalogue's own (image, title) pairs. The title side of that objective is a bag of WordPiece embeddings that
+   is thrown away afterwards; no labels, queries or clicks are used, only what a shop's catalogue holds.
+
+With ``token_stats`` a ViT's vector is its pooled embedding followed by the mean and standard deviation of its
+patch tokens: on simshop the pooled embedding of the random tower carries colour (linear probe 0.99) but little
+of the print pattern (0.48), the token statistics bring that to 0.65 (majority class 0.30).
 
 ``linear_probe_accuracy`` measures what the frozen features carry (e.g. a product's colour): a closed-form ridge
 classifier on a fixed 70/30 split.

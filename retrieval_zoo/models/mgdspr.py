@@ -19,8 +19,10 @@ The model card with measured results is ``docs/models/mgdspr.md``; the loss is
   set so the query can attend to "nothing". Real-time (``hist_realtime``, <= 50 actions): 2-layer LSTM (dropout
   0.2) with a residual connection, then 8-head self-attention. Short-term (``hist_short``, 10 days, <= 100):
   8-head self-attention. Long-term (``hist_long`` + ``hist_long_action``, 30 days, <= 100): for each of item,
-  shop, leaf category and brand, the ids of the clicked, ordered and collected items are mean-pooled per action
-  (3 rows), attended, and the four attributes' outputs are summed. Each gives 6 x d: H_real, H_short, H_long.
+  shop, leaf category and brand, the embeddings of the clicked, ordered and collected items are mean-pooled
+  per action (3 rows), attended, and the four attributes' outputs are summed. Each gives 6 x d: H_real,
+  H_short, H_long. Padding is never attended (masks everywhere; an empty set attends to the zero vector only
+  and gives exactly 0).
 - *Fusion* (``FusionEncoder``): [CLS] + Q_mgs + H_real + H_short + H_long (25 rows) through a self-attention
   (Transformer) encoder; the output at [CLS] is the query vector.
 
@@ -31,20 +33,30 @@ with temperature tau = 2 plus mixed hard negatives (see the loss module).
 **Assumptions** (the paper is silent; each is a config key where it could matter):
 
 - English units as above; words and character n-grams are hashed (``word_buckets``, ``char_buckets``) so any
-  text works without a vocabulary; title words share the query's word table (``share_word_table``).
-- Behaviour item embedding = the item tower's item-id embedding (shared: a clicked item and a retrieved item
-  are the same object) + query-side shop, leaf-category and brand embeddings (``side_features``); the title
-  part of the item tower is not run over the 250 history items per query (cost; the paper uses id features).
+  text works without a vocabulary; title words share the query's word table (``share_word_table``). Previous
+  queries are matched to their searches by WordPiece content to recover their words.
+- Behaviour items are encoded by the item tower's id + title part (``behaviour_items: tower``: the item-id
+  embedding and the title words are shared, so history lives in the space the query is scored against), plus
+  query-side shop, leaf-category and brand embeddings (``side_features``). ``behaviour_items: id`` uses the
+  item-id embedding alone (closest to the paper's id features). Each distinct history item of a batch is
+  encoded once.
 - The query attention over behaviour and previous queries is scaled by 1/sqrt(d) and has no projections
   (the paper's softmax(Q K^T) K). Row 5 also gets a prepended zero vector, so an empty query history gives 0.
 - The history self-attentions (real-time after the LSTM, short-term) have a residual connection; no
   positional embeddings there. The word Transformer (row 4) has learned positions and ``query_layers`` layers;
-  the fusion encoder has learned slot embeddings (which row of which block), ``fusion_layers`` pre-norm layers,
-  feed-forward 4d, dropout ``dropout``.
+  the fusion encoder has learned slot embeddings (which row of which block) and ``fusion_layers`` layers.
+  Both are pre-norm, feed-forward 4d, dropout ``dropout`` (0: the paper names dropout only for the LSTM); the
+  fusion encoder ends in a LayerNorm, which keeps the unnormalised logits from exploding in AdaGrad's first
+  steps (``transformer_encoder``).
 - Long-term sets: mean per action type (click, order, collect) per attribute (``long_term: action_sets``), or
   attention over every action (``long_term: sequence``).
 - Without the fusion encoder (ablations) the query vector is the sum of every block's last ("sum") row.
-- The item-id embedding is sized from the catalogue in ``prepare``; N(0, 1/d) initialisation for every table.
+- Tables start N(0, 1/d) (``embedding_std``); the item-id table is sized from the catalogue in ``prepare``.
+  Large tables get sparse gradients (``sparse_gradients``; set false for NCCL DDP or Adam).
+- AdaGrad's accumulator starts at 1e-4 (``optimizer.initial_accumulator_value``): torch's 0 makes the first
+  step lr * sign(g) for every weight and the loss explodes; TensorFlow's 0.1 learns far too slowly here.
+- ``normalize`` (off by default, not the paper's) L2-normalises both towers' vectors, the usual recipe for
+  cosine logits with a small temperature (see the model card for what it does on simshop).
 - A MiniLM start (``pretrained_subwords``) initialises the subword table (row 1) from all-MiniLM-L6-v2's
   WordPiece table (frozen by default: AdaGrad at lr 0.1 would overwrite it), and ``pretrained_sentence`` adds
   frozen sentence features through an adapter to both towers' outputs.
@@ -54,6 +66,10 @@ with temperature tau = 2 plus mixed hard negatives (see the loss module).
 brands). Datasets without behaviour (Icecat, ESCI) lack ``user_history`` / ``query_history``: those branches are
 skipped (row 5 is zero, no H blocks, the fusion sees [CLS] + Q_mgs), shop/category/brand are unused, and the
 model runs in its no-user form with no change to the runner.
+
+**CPU cost**: the behaviour encoders dominate (the no-user form trains ~15x faster). They run on the real
+positions only where that is exact: projections of real actions only, rows attended in chunks of similar
+length (``by_length``), the LSTM over compacted rows. Measured numbers are in the model card.
 """
 
 from __future__ import annotations
@@ -68,7 +84,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from retrieval_zoo.models.base import TwoTowerModel
-from retrieval_zoo.models.components import SentenceAdapter, TokenEmbedding, masked_mean, padding_mask
+from retrieval_zoo.models.components import (
+    SentenceAdapter,
+    TokenEmbedding,
+    l2_normalize,
+    masked_mean,
+    padding_mask,
+)
 
 ROWS = 6  # rows of the multi-granular unit and of every behaviour block
 ATTRIBUTES = ("item_shop", "item_category", "item_brand")  # catalogue tensors of the behaviour side features
@@ -234,18 +256,32 @@ class SelfAttention(nn.Module):
         return mixed.transpose(1, 2).reshape(batch, length, -1)
 
 
+def transformer_encoder(dim: int, heads: int, layers: int, dropout: float, final_norm: bool) -> nn.Module:
+    """Pre-norm Transformer layers (feed-forward 4d), optionally with a final LayerNorm.
+
+    The fusion encoder's output is the query vector, and its final norm bounds its scale: with unnormalised
+    inner-product logits and AdaGrad at lr 0.1, whose first steps move every weight by about lr, an unbounded
+    residual stream made the logits explode early in training (loss ~100 after 20 steps on simshop; with
+    history items encoded by the item tower the run never recovered). The word Transformer (row 4) has none: a
+    normalised row 4 (norm ~sqrt(d)) would swamp the other rows in the sum row 6 (measured: -0.03 ndcg@10).
+    """
+    layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(dim) if final_norm else None,
+                                 enable_nested_tensor=False)
+
+
 # ================================================================================================
 # Shared embeddings: words, item ids and item attributes
 # ================================================================================================
-def embedding(rows: int, dim: int, sparse: bool, padding: bool = True) -> nn.Embedding:
-    """A table with N(0, 1/d) rows (row 0 = padding, zero, unless ``padding`` is off).
+def embedding(rows: int, dim: int, sparse: bool, std: float, padding: bool = True) -> nn.Embedding:
+    """A table with N(0, std^2) rows (row 0 = padding, zero, unless ``padding`` is off).
 
     ``sparse`` applies to large tables only: a small table's dense gradient is cheaper than a sparse one built
     from tens of thousands of history lookups per batch.
     """
     sparse = sparse and rows >= SPARSE_MIN_ROWS
     table = nn.Embedding(rows, dim, padding_idx=0 if padding else None, sparse=sparse)
-    nn.init.normal_(table.weight, std=dim**-0.5)
+    nn.init.normal_(table.weight, std=std)
     if padding:
         with torch.no_grad():
             table.weight[0].zero_()
@@ -272,22 +308,23 @@ class CatalogEmbeddings(nn.Module):
     leaf-category and brand embeddings of behaviour items, and the catalogue's title words (so history items
     can be encoded on the model's device); sized from the catalogue by ``build``."""
 
-    def __init__(self, dim: int, side_features: bool, sparse: bool):
+    def __init__(self, dim: int, side_features: bool, sparse: bool, std: float):
         super().__init__()
         self.dim = dim
         self.side_features = side_features
         self.sparse = sparse
+        self.std = std
         self.item: nn.Embedding | None = None
         self.attributes = nn.ModuleDict()
 
     def build(self, catalog) -> None:
-        self.item = embedding(len(catalog), self.dim, self.sparse, padding=False)
+        self.item = embedding(len(catalog), self.dim, self.sparse, self.std, padding=False)
         self.register_buffer("title_words_of", catalog.tensors["mgdspr_title_words"], persistent=False)
         for name in ATTRIBUTES:
             if name in catalog.tensors:
                 ids = catalog.tensors[name].long()
                 self.register_buffer(f"{name}_of", ids, persistent=False)
-                self.attributes[name] = embedding(int(ids.max()) + 1, self.dim, self.sparse)
+                self.attributes[name] = embedding(int(ids.max()) + 1, self.dim, self.sparse, self.std)
 
     @property
     def built(self) -> bool:
@@ -324,20 +361,23 @@ class MultiGranularUnit(nn.Module):
 
     def __init__(self, dim: int, heads: int, words: nn.Embedding, char_buckets: int, max_words: int,
                  layers: int, dropout: float, multi_granular: bool, query_history: bool,
-                 pretrained_subwords: bool, freeze_pretrained: bool, sparse: bool):
+                 pretrained_subwords: bool, freeze_pretrained: bool, sparse: bool, std: float):
         super().__init__()
         self.words = words
         self.multi_granular = multi_granular
         self.query_history = query_history
         if multi_granular:
             self.subwords = TokenEmbedding(dim, pretrained=pretrained_subwords, freeze_pretrained=freeze_pretrained)
+            if not pretrained_subwords:
+                nn.init.normal_(self.subwords.table.weight, std=std)
+                with torch.no_grad():
+                    self.subwords.table.weight[0].zero_()
             if sparse and self.subwords.table.weight.requires_grad:
                 self.subwords.table.sparse = True
                 self.subwords.table.weight.register_post_accumulate_grad_hook(coalesce_grad)
-            self.chars = embedding(char_buckets, dim, sparse)
+            self.chars = embedding(char_buckets, dim, sparse, std)
             self.positions = nn.Parameter(torch.randn(max_words, dim) * dim**-0.5)
-            layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, batch_first=True, norm_first=True)
-            self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+            self.transformer = transformer_encoder(dim, heads, layers, dropout, final_norm=False)
 
     @property
     def rows(self) -> int:
@@ -447,8 +487,7 @@ class FusionEncoder(nn.Module):
         super().__init__()
         self.cls = nn.Parameter(torch.randn(dim) * dim**-0.5)
         self.slots = nn.Parameter(torch.randn(max_slots, dim) * dim**-0.5)  # which row of which block
-        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.encoder = transformer_encoder(dim, heads, layers, dropout, final_norm=True)
 
     def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
         rows = torch.cat([self.cls.expand(len(blocks[0]), 1, -1), *blocks], dim=1)
@@ -528,20 +567,23 @@ class MGDSPR(TwoTowerModel):
                  long_term: str = "action_sets", side_features: bool = True, behaviour_items: str = "tower",
                  item_id: bool = True,
                  pretrained_subwords: bool = False, freeze_pretrained: bool = True,
-                 pretrained_sentence: bool = False, sparse_gradients: bool = True):
+                 pretrained_sentence: bool = False, sparse_gradients: bool = True, normalize: bool = False,
+                 embedding_std: float | None = None):
         super().__init__()
+        std = embedding_std if embedding_std is not None else dim**-0.5
+        self.normalize = normalize
         self.char_ngram = char_ngram
         self.query_max_words = query_max_words
         self.title_max_words = title_max_words
         self.char_max_grams = char_max_grams
         self.word_hasher = UnitHasher(word_buckets, "word:")
         self.char_hasher = UnitHasher(char_buckets, "char:")
-        self.items = CatalogEmbeddings(dim, side_features, sparse_gradients)
-        query_words = embedding(word_buckets, dim, sparse_gradients)
-        title_words = query_words if share_word_table else embedding(word_buckets, dim, sparse_gradients)
+        self.items = CatalogEmbeddings(dim, side_features, sparse_gradients, std)
+        query_words = embedding(word_buckets, dim, sparse_gradients, std)
+        title_words = query_words if share_word_table else embedding(word_buckets, dim, sparse_gradients, std)
         unit = MultiGranularUnit(dim, heads, query_words, char_buckets, query_max_words, query_layers, dropout,
                                  multi_granular, query_history and multi_granular, pretrained_subwords,
-                                 freeze_pretrained, sparse_gradients)
+                                 freeze_pretrained, sparse_gradients, std)
         self.item_tower = MGDSPRItemTower(dim, title_words, self.items, item_id,
                                           SentenceAdapter(dim) if pretrained_sentence else None)
         if behaviour_items not in ("tower", "id"):
@@ -561,6 +603,14 @@ class MGDSPR(TwoTowerModel):
         self.optional_fields = optional
         if pretrained_sentence:
             self.required_fields = self.required_fields | {"query_sentence", "item_sentence"}
+
+    def encode_queries(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        vectors = self.query_tower(batch)
+        return l2_normalize(vectors) if self.normalize else vectors
+
+    def encode_items(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        vectors = self.item_tower(inputs)
+        return l2_normalize(vectors) if self.normalize else vectors
 
     def prepare(self, datamodule) -> None:
         """Hash the query, previous-query and title words and character n-grams; size the item tables."""

@@ -120,6 +120,15 @@ class Granularities(nn.Module):
     def subword(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return masked_mean(*self.token_sequence(inputs))
 
+    def sentence(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return inputs[f"{self.side}_sentence"]
+
+    def of(self, kind: str, inputs: dict[str, torch.Tensor], pool: nn.Module | None = None) -> torch.Tensor:
+        """The raw features of granularity ``kind`` (``transformer`` pools the WordPiece sequence with ``pool``)."""
+        if kind == "transformer":
+            return pool(*self.token_sequence(inputs))
+        return getattr(self, kind)(inputs)
+
 
 def mlp(width_in: int, hidden: int, dim: int) -> nn.Module:
     return nn.Sequential(nn.Linear(width_in, hidden), nn.Tanh(), nn.Linear(hidden, dim))
@@ -128,7 +137,7 @@ def mlp(width_in: int, hidden: int, dim: int) -> nn.Module:
 class TransformerPool(nn.Module):
     """A small Transformer encoder over the WordPiece sequence, mean-pooled over real tokens."""
 
-    def __init__(self, dim: int, layers: int, heads: int, max_length: int = 64):
+    def __init__(self, dim: int, layers: int, heads: int, max_length: int = 512):
         super().__init__()
         self.position = nn.Embedding(max_length, dim)
         nn.init.normal_(self.position.weight, std=0.02)
@@ -148,11 +157,10 @@ class TransformerPool(nn.Module):
 class QueryHead(nn.Module):
     """One granularity's query vector, L2-normalised (its score against an item is a cosine)."""
 
-    def __init__(self, kind: str, features: Granularities, dim: int, hidden: int, transformer_layers: int,
-                 transformer_heads: int):
+    def __init__(self, kind: str, dim: int, hidden: int, transformer_layers: int, transformer_heads: int):
         super().__init__()
         self.kind = kind
-        self.features = [features]  # a list: the shared extractor is owned (and registered) by the tower
+        self.pool = None
         if kind == "hashed":
             self.net = mlp(hidden, hidden, dim)
         elif kind == "subword":
@@ -163,17 +171,9 @@ class QueryHead(nn.Module):
         else:
             self.net = SentenceAdapter(dim)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        features = self.features[0]
-        if self.kind == "hashed":
-            raw = features.hashed(batch)
-        elif self.kind == "subword":
-            raw = features.subword(batch)
-        elif self.kind == "transformer":
-            raw = self.pool(*features.token_sequence(batch))
-        else:
-            raw = batch["query_sentence"]
-        return l2_normalize(self.net(raw))
+    def forward(self, features: Granularities, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``features``: the tower's (possibly shared) extractor."""
+        return l2_normalize(self.net(features.of(self.kind, batch, self.pool)))
 
 
 class HeadFusion(nn.Module):
@@ -201,12 +201,12 @@ class PostFusionQueryTower(nn.Module):
                  transformer_layers: int, transformer_heads: int):
         super().__init__()
         self.features = features
-        self.heads = nn.ModuleList(QueryHead(kind, features, dim, hidden, transformer_layers, transformer_heads)
+        self.heads = nn.ModuleList(QueryHead(kind, dim, hidden, transformer_layers, transformer_heads)
                                    for kind in heads)
         self.fusion = HeadFusion(fusion, len(heads), dim)
 
     def head_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack([head(batch) for head in self.heads], dim=1)          # [B, H, d]
+        return torch.stack([head(self.features, batch) for head in self.heads], dim=1)  # [B, H, d]
 
     def head_weights(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         vectors = self.head_vectors(batch)
@@ -230,16 +230,7 @@ class EarlyFusionQueryTower(nn.Module):
         self.net = mlp(sum(widths[k] for k in heads), hidden, dim)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        parts = []
-        for kind in self.kinds:
-            if kind == "hashed":
-                parts.append(self.features.hashed(batch))
-            elif kind == "subword":
-                parts.append(self.features.subword(batch))
-            elif kind == "transformer":
-                parts.append(self.pool(*self.features.token_sequence(batch)))
-            else:
-                parts.append(batch["query_sentence"])
+        parts = [self.features.of(kind, batch, self.pool) for kind in self.kinds]
         return l2_normalize(self.net(torch.cat(parts, dim=-1)))
 
 
@@ -258,14 +249,7 @@ class ItemTower(nn.Module):
         self.net = mlp(sum(widths[name] for name in inputs), hidden, dim)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        parts = []
-        for name in self.inputs:
-            if name == "hashed":
-                parts.append(self.features.hashed(inputs))
-            elif name == "subword":
-                parts.append(self.features.subword(inputs))
-            else:
-                parts.append(inputs["item_sentence"])
+        parts = [self.features.of(name, inputs) for name in self.inputs]
         return l2_normalize(self.net(torch.cat(parts, dim=-1)))
 
 

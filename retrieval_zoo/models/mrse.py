@@ -52,7 +52,12 @@ Input mapping: simshop - title tokens and hashed n-grams, category, 32 x 32 pict
 cached), ``hist_realtime``; SQID/ESCI with an ``image_features`` table - the precomputed CLIP vectors replace
 the encoder; Icecat/ESCI without images - VBert is skipped (text experts only) and, without users, the profile.
 
-RESULTS_DOCSTRING
+Measured (single seed, seed 0, simshop, 2 busy CPU cores; docs/models/mrse.md has every number): recall@100
+0.651 (light_two_tower 0.635, bm25 0.630, minilm_finetune 0.627, minilm_zeroshot 0.597); on image_attr queries
+0.936 vs 0.866 for ``text_only`` (+8%; recall@10 +32%), text_attr and broad unchanged; on simshop-alltext the
+recall@100 gain shrinks to +1.7%. ``no_profile`` is better still (0.656), ``concat`` on par (0.648), the
+triplet term neutral. 15.4M parameters, 255-440 training pairs/s, image features 96 images/s (one-off),
+cache 14.7 MB.
 """
 
 from __future__ import annotations

@@ -163,6 +163,16 @@ def test_sparse_gradients_and_one_training_step(tiny, batch):
     optimizer.step()
 
 
+def test_id_only_behaviour_items_and_cosine_vectors(tiny, batch):
+    module, _ = build(tiny, behaviour_items="id", normalize=True)
+    assert module.model.query_tower.behaviour.item_tower is None
+    with torch.no_grad():
+        queries = module.encode_queries(batch)
+        items = module.encode_item_indices(batch["pos_item"])
+    assert torch.allclose(queries.norm(dim=1), torch.ones(len(queries)), atol=1e-5)
+    assert torch.allclose(items.norm(dim=1), torch.ones(len(items)), atol=1e-5)
+
+
 # -- configuration ------------------------------------------------------------------------------------------
 def test_variants_resolve_and_the_ladder_is_ordered():
     assert list_variants("mgdspr") == ["default", "base", "mgs", "behaviour", "fusion", "tau", "no_user",
