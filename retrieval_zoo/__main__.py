@@ -39,6 +39,7 @@ def _parser() -> ArgumentParser:
     board.add_argument("--only", default=None, help="comma-separated model names to run from the plan")
     board.add_argument("--results", default="results")
     board.add_argument("--wandb", default=None)
+    board.add_argument("--resume", action="store_true", help="skip the runs already on the leaderboard")
     commands.add_subcommand("leaderboard", board)
 
     claims = ArgumentParser(description="test the claims in benchmarks/claims against saved runs")
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             from retrieval_zoo.plan import run_plan
 
             only = options.only.split(",") if options.only else None
-            run_plan(options.plan, options.results, seeds=options.seeds, only=only, wandb=options.wandb)
+            run_plan(options.plan, options.results, seeds=options.seeds, only=only, wandb=options.wandb,
+                     resume=options.resume)
         elif command == "claims":
             from retrieval_zoo.plan import refresh_claims
 

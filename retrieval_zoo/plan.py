@@ -25,12 +25,17 @@ def read_plan(path: str | Path) -> dict[str, Any]:
 
 
 def run_plan(path: str | Path = "benchmarks/leaderboard.yaml", results_dir: str | Path = "results",
-             seeds: int | None = None, only: list[str] | None = None, wandb: str | None = None) -> pl.DataFrame:
+             seeds: int | None = None, only: list[str] | None = None, wandb: str | None = None,
+             resume: bool = False) -> pl.DataFrame:
+    """Run every (dataset, model, variant) of the plan; ``resume`` skips the seeds already on the leaderboard
+    (with their run folder on disk), so an interrupted plan continues where it stopped."""
     from retrieval_zoo.data.registry import load_dataset
-    from retrieval_zoo.runner import run_benchmark
+    from retrieval_zoo.models.registry import load_config
+    from retrieval_zoo.runner import run_benchmark, slug
 
     plan = read_plan(path)
     n_seeds = seeds or int(plan.get("seeds", 3))
+    done = _finished_runs(Path(results_dir)) if resume else set()
     for spec, runs in plan["datasets"].items():
         try:
             data = load_dataset(spec)
@@ -40,8 +45,13 @@ def run_plan(path: str | Path = "benchmarks/leaderboard.yaml", results_dir: str 
         for run in runs:
             if only and run["model"] not in only:
                 continue
-            run_seeds = int(run.get("seeds", n_seeds))
-            run_benchmark(run["model"], data if ":" not in spec else spec, run_seeds, run.get("variant"),
+            variant = load_config(run["model"], run.get("variant"), run.get("set"))["variant"]
+            todo = [seed for seed in range(int(run.get("seeds", n_seeds)))
+                    if (slug(spec), run["model"], variant, seed) not in done]
+            if not todo:
+                print(f"resume: {spec} {run['model']}/{variant} already on the leaderboard")
+                continue
+            run_benchmark(run["model"], data if ":" not in spec else spec, todo, run.get("variant"),
                           run.get("set"), results_dir, wandb, progress=False)
     claims = Path(plan.get("claims", "benchmarks/claims"))
     if claims.exists():
@@ -52,13 +62,29 @@ def run_plan(path: str | Path = "benchmarks/leaderboard.yaml", results_dir: str 
     return read_leaderboard(results_dir)
 
 
+def _finished_runs(results_dir: Path) -> set[tuple[str, str, str, int]]:
+    """(dataset, model, variant, seed) of the leaderboard rows whose run folder still exists."""
+    from retrieval_zoo.reports import read_leaderboard
+
+    board = read_leaderboard(results_dir)
+    return {(d, m, v, int(s)) for d, m, v, s in board.select("dataset", "model", "variant", "seed").iter_rows()
+            if (results_dir / "runs" / d / m / v / f"seed{s}").is_dir()}
+
+
 def refresh_claims(claims_file: str | Path, results_dir: str | Path = "results") -> str:
     """Re-test every claim whose runs exist, write results/claims.csv and rebuild leaderboard.md."""
+    from retrieval_zoo.reports import _board_lock
+
+    results_dir = Path(results_dir)
+    with _board_lock(results_dir):
+        return _refresh_claims(Path(claims_file), results_dir)
+
+
+def _refresh_claims(claims_file: Path, results_dir: Path) -> str:
     from retrieval_zoo.data.registry import load_dataset
     from retrieval_zoo.reports import _atomic_write, read_leaderboard, write_markdown
     from retrieval_zoo.significance import check_claims
 
-    results_dir = Path(results_dir)
     board = read_leaderboard(results_dir)
     specs = dict(zip(board["dataset"].to_list(), board["dataset_spec"].to_list(), strict=True)) \
         if "dataset_spec" in board.columns else {}

@@ -9,7 +9,9 @@ a temporary file and renamed, so an interrupted run never leaves a half-written 
 
 from __future__ import annotations
 
+import fcntl
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,24 @@ def read_leaderboard(results_dir: str | Path = "results") -> pl.DataFrame:
 def update_leaderboard(results_dir: Path, results: list, protocols: dict[str, str]) -> pl.DataFrame:
     """Replace the rows of these (dataset, model, variant, seed) and rebuild the markdown."""
     results_dir = Path(results_dir)
+    with _board_lock(results_dir):
+        return _update_leaderboard(results_dir, results, protocols)
+
+
+@contextmanager
+def _board_lock(results_dir: Path):
+    """Serialise the read-modify-write of the leaderboard files between concurrent runs (two `make bench`
+    terminals or two plan processes sharing one results folder)."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    with open(results_dir / ".leaderboard.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _update_leaderboard(results_dir: Path, results: list, protocols: dict[str, str]) -> pl.DataFrame:
     new = pl.DataFrame([_flat_row(r) for r in results], infer_schema_length=None)
     old = read_leaderboard(results_dir)
     if old.height:

@@ -82,3 +82,16 @@ def test_wandb_offline_never_fails_a_run(tiny, tmp_path, monkeypatch):
     [result] = run_benchmark("bm25", tiny, seeds=1, results_dir=tmp_path, wandb="offline", progress=False,
                              print_table=False)
     assert math.isfinite(result.metrics["ndcg@10"])
+
+
+def test_a_resumed_plan_runs_only_the_missing_seeds(tmp_path):
+    from retrieval_zoo.plan import run_plan
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("seeds: 1\ndatasets:\n  simshop-tiny:\n    - {model: bm25}\n")
+    run_plan(plan, tmp_path, wandb="disabled")
+    first = tmp_path / "runs" / "simshop-tiny" / "bm25" / "default" / "seed0" / "metrics.json"
+    stamp = first.stat().st_mtime_ns
+    board = run_plan(plan, tmp_path, seeds=2, wandb="disabled", resume=True)
+    assert first.stat().st_mtime_ns == stamp  # seed 0 was not run again
+    assert sorted(board["seed"].to_list()) == [0, 1]

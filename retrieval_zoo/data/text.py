@@ -79,7 +79,7 @@ def sentence_features(texts: list[str], batch_size: int = 256) -> np.ndarray:
         show_progress_bar=len(texts) > 2000,
     ).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")  # process-private: concurrent runs may encode the same texts
     np.save(tmp, features)
     tmp.rename(path)
     return features
