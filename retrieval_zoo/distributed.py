@@ -35,3 +35,25 @@ def gather_indices(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(size)]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts, dim=0)
+
+
+def shard(n: int) -> range:
+    """This rank's contiguous share of ``range(n)`` (ranks differ in size by at most one)."""
+    rank, size = world()
+    per_rank, extra = divmod(n, size)
+    start = rank * per_rank + min(rank, extra)
+    return range(start, start + per_rank + (rank < extra))
+
+
+def gather_rows(local: torch.Tensor, n: int) -> torch.Tensor:
+    """Every rank's ``shard(n)`` rows, in order, on every rank (all_gather needs equal shapes: pad, then trim)."""
+    rank, size = world()
+    if size == 1:
+        return local
+    longest = -(-n // size)
+    padded = torch.zeros(longest, *local.shape[1:], dtype=local.dtype, device=local.device)
+    padded[: len(local)] = local
+    parts = [torch.empty_like(padded) for _ in range(size)]
+    dist.all_gather(parts, padded)
+    sizes = [n // size + (r < n % size) for r in range(size)]
+    return torch.cat([part[:length] for part, length in zip(parts, sizes, strict=True)])

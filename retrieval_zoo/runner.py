@@ -187,21 +187,24 @@ def _dense_search(module: RetrievalModule, datamodule: RetrievalDataModule, test
                   config: dict[str, Any], seed: int, loggers: list, progress: bool, k: int):
     module.attach(datamodule)
     trainer_config = dict(config["trainer"])
-    fit_seconds = 0.0
+    fit_seconds, trainer = 0.0, None
     if module.model.trainable and trainer_config.get("max_steps", -1) != 0:
         trainer = _trainer(trainer_config, loggers, progress)
         started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
         fit_seconds = time.perf_counter() - started
-        if trainer.global_rank != 0:  # DDP workers stop here; rank 0 evaluates
-            raise SystemExit(0)
-    device = torch.device("cuda" if torch.cuda.is_available() and trainer_config["accelerator"] != "cpu"
-                          else "cpu")
+    if trainer is not None:
+        device = trainer.strategy.root_device
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() and trainer_config["accelerator"] != "cpu"
+                              else "cpu")
     module.to(device)
     batch = int(config["data"]["eval_batch_size"])
     started = time.perf_counter()
-    items = module.encode_catalog(batch_size=batch, progress=progress)
+    items = module.encode_catalog(batch_size=batch, progress=progress)  # sharded over the ranks under DDP
     encode_seconds = time.perf_counter() - started
+    if trainer is not None and trainer.global_rank != 0:  # DDP workers stop here; rank 0 searches and evaluates
+        raise SystemExit(0)
     started = time.perf_counter()
     queries = module.encode_units(datamodule, test)
     query_seconds = time.perf_counter() - started

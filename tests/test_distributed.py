@@ -71,6 +71,46 @@ def test_negatives_are_gathered_across_ranks_with_gradients():
     assert math.isinf(results[1][0][1, 1].item())  # the duplicate item is masked on rank 1
 
 
+CATALOGUE = 7  # not a multiple of the world size: the shares differ by one
+
+
+class _StubModule:
+    """Just what ``RetrievalModule.encode_catalog`` uses: a catalogue length and an item-range encoder."""
+
+    name = "stub"
+    catalog = range(CATALOGUE)
+
+    def __init__(self):
+        self.encoded: list[int] = []
+
+    def eval(self):
+        return self
+
+    def _encode_item_range(self, start: int, stop: int) -> torch.Tensor:
+        self.encoded.extend(range(start, stop))
+        return torch.arange(start, stop, dtype=torch.float32)[:, None] * torch.tensor([1.0, -1.0, 0.5])
+
+
+def _encode_worker(rank: int, port: int, results) -> None:
+    from retrieval_zoo.models.base import RetrievalModule
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    stub = _StubModule()
+    vectors = RetrievalModule.encode_catalog(stub, batch_size=2, progress=False)
+    results[rank] = (vectors, stub.encoded)
+    dist.destroy_process_group()
+
+
+def test_catalogue_encoding_is_sharded_per_rank_and_gathered():
+    results = mp.Manager().dict()
+    mp.spawn(_encode_worker, args=(_free_port(), results), nprocs=WORLD, join=True)
+    expected = (torch.arange(CATALOGUE, dtype=torch.float32)[:, None] * torch.tensor([1.0, -1.0, 0.5])).numpy()
+    assert results[0][1] == [0, 1, 2, 3] and results[1][1] == [4, 5, 6]  # each rank encodes only its share
+    for rank in range(WORLD):
+        assert (results[rank][0] == expected).all()  # and every rank ends with the whole catalogue, in order
+
+
 @pytest.mark.slow
 def test_lightning_ddp_training_on_cpu(tmp_path):
     import retrieval_zoo as rz

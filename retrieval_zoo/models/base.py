@@ -17,6 +17,7 @@ from torch import nn
 
 from retrieval_zoo.data.datamodule import RetrievalDataModule
 from retrieval_zoo.data.features import ItemCatalog
+from retrieval_zoo.distributed import gather_rows, shard
 
 
 class TwoTowerModel(nn.Module):
@@ -93,17 +94,24 @@ class RetrievalModule(pl.LightningModule):
 
     @torch.no_grad()
     def encode_catalog(self, batch_size: int = 2048, progress: bool = True) -> np.ndarray:
-        """All catalogue vectors, float32 [n_items, dim], in bounded-memory batches."""
+        """All catalogue vectors, float32 [n_items, dim], in bounded-memory batches.
+
+        Under DDP (a process group is up, e.g. every rank of a torchrun launch) each rank encodes only its share
+        of the catalogue and the shares are all-gathered, so every rank ends with the whole matrix.
+        """
         from tqdm.auto import tqdm
 
         self.eval()
-        n = len(self.catalog)
-        chunks = []
-        for start in tqdm(range(0, n, batch_size), desc=f"encode catalogue ({self.name})", disable=not progress,
-                          leave=False):
-            indices = torch.arange(start, min(start + batch_size, n))
-            chunks.append(self.encode_items(self.item_inputs(indices)).float().cpu().numpy())
-        return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+        mine = shard(len(self.catalog))
+        chunks = [self._encode_item_range(start, min(start + batch_size, mine.stop))
+                  for start in tqdm(range(mine.start, mine.stop, batch_size), desc=f"encode catalogue ({self.name})",
+                                    disable=not progress, leave=False)]
+        local = torch.cat(chunks) if chunks else self._encode_item_range(0, 1)[:0]  # an empty share keeps dim
+        vectors = gather_rows(local, len(self.catalog))
+        return np.ascontiguousarray(vectors.cpu().numpy(), dtype=np.float32)
+
+    def _encode_item_range(self, start: int, stop: int) -> torch.Tensor:
+        return self.encode_items(self.item_inputs(torch.arange(start, stop))).float()
 
     @torch.no_grad()
     def encode_units(self, datamodule: RetrievalDataModule, indices: np.ndarray) -> np.ndarray:
