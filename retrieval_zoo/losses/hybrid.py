@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retrieval_zoo.losses.softmax import in_batch_logits, softmax_cross_entropy
+from retrieval_zoo.losses.softmax import in_batch_logits, sampled_negatives, softmax_cross_entropy
 
 UNCLICKED_LEVEL = 1  # stages.py: exposed-but-not-clicked (behaviour) or judged C/I (labels)
 DISTANCES = ("cosine", "euclidean")
@@ -101,9 +101,7 @@ class HybridLoss(nn.Module):
 
     def forward(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
                 module) -> dict[str, torch.Tensor]:
-        random_vectors = None
-        if self.use_random_negatives and "random_items" in batch:
-            random_vectors = module.encode_item_indices(batch["random_items"])
+        random_vectors = sampled_negatives(batch, module, self.use_random_negatives)  # reused by the triplet
         logits, targets = in_batch_logits(queries, positives, batch["pos_item"], random_vectors)
         softmax = softmax_cross_entropy(logits, targets, self.temperature)
         triplet = queries.new_zeros(())

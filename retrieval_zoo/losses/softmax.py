@@ -44,12 +44,17 @@ def in_batch_logits(queries: torch.Tensor, positives: torch.Tensor, pos_item: to
     return logits, targets
 
 
+def sampled_negatives(batch: dict[str, torch.Tensor], module, use_random_negatives: bool) -> torch.Tensor | None:
+    """The vectors of the batch's sampled catalogue items (``random_items``), when asked for and present."""
+    if use_random_negatives and "random_items" in batch:
+        return module.encode_item_indices(batch["random_items"])
+    return None
+
+
 def batch_logits(queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor], module,
                  use_random_negatives: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``in_batch_logits`` with the batch's sampled ``random_items`` appended when asked for and present."""
-    extra = None
-    if use_random_negatives and "random_items" in batch:
-        extra = module.encode_item_indices(batch["random_items"])
+    extra = sampled_negatives(batch, module, use_random_negatives)
     return in_batch_logits(queries, positives, batch["pos_item"], extra)
 
 
