@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from retrieval_zoo.models.base import TwoTowerModel
-from retrieval_zoo.models.components import SentenceAdapter, l2_normalize
+from retrieval_zoo.models.components import PretrainedStart, l2_normalize
 
 
 class HashedBagTower(nn.Module):
@@ -28,13 +28,13 @@ class HashedBagTower(nn.Module):
         self.bag = nn.EmbeddingBag(n_buckets, hidden, mode="mean", padding_idx=0)
         self.mlp = nn.Sequential(nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, dim))
         self.sentence_field = sentence_field
-        self.sentence = SentenceAdapter(dim) if sentence_field else None
+        self.sentence = PretrainedStart(dim) if sentence_field else None
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         # ids are hashed into the data's bucket count; folding keeps any model size valid
         vector = self.mlp(self.bag(inputs[self.field] % self.bag.num_embeddings))
         if self.sentence is not None:
-            vector = vector + self.sentence(inputs[self.sentence_field])
+            vector = self.sentence(vector, inputs[self.sentence_field])
         return l2_normalize(vector)
 
 

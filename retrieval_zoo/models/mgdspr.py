@@ -85,7 +85,7 @@ from torch import nn
 
 from retrieval_zoo.models.base import TwoTowerModel
 from retrieval_zoo.models.components import (
-    SentenceAdapter,
+    PretrainedStart,
     TokenEmbedding,
     l2_normalize,
     masked_mean,
@@ -496,7 +496,7 @@ class FusionEncoder(nn.Module):
 
 class MGDSPRQueryTower(nn.Module):
     def __init__(self, unit: MultiGranularUnit, behaviour: BehaviourAttention | None,
-                 fusion: FusionEncoder | None, sentence: SentenceAdapter | None):
+                 fusion: FusionEncoder | None, sentence: PretrainedStart | None):
         super().__init__()
         self.unit = unit
         self.behaviour = behaviour
@@ -513,7 +513,7 @@ class MGDSPRQueryTower(nn.Module):
         else:  # ablation without fusion: each block's last ("sum") row, summed
             vector = torch.stack([block[:, -1] for block in blocks]).sum(0)
         if self.sentence is not None:
-            vector = vector + self.sentence(batch["query_sentence"])
+            vector = self.sentence(vector, batch["query_sentence"])
         return vector
 
 
@@ -524,7 +524,7 @@ class MGDSPRItemTower(nn.Module):
     """Item-id embedding + tanh(W . mean of title word embeddings) (+ a frozen-sentence adapter if asked)."""
 
     def __init__(self, dim: int, words: nn.Embedding, items: CatalogEmbeddings, item_id: bool,
-                 sentence: SentenceAdapter | None):
+                 sentence: PretrainedStart | None):
         super().__init__()
         self.words = words
         self.items = items
@@ -537,7 +537,7 @@ class MGDSPRItemTower(nn.Module):
             raise RuntimeError("MGDSPR.prepare(datamodule) must run before items are encoded")
         vector = self.encode(inputs["item_index"], inputs["mgdspr_title_words"])
         if self.sentence is not None:
-            vector = vector + self.sentence(inputs["item_sentence"])
+            vector = self.sentence(vector, inputs["item_sentence"])
         return vector
 
     def encode(self, items: torch.Tensor, title_words: torch.Tensor) -> torch.Tensor:
@@ -585,7 +585,7 @@ class MGDSPR(TwoTowerModel):
                                  multi_granular, query_history and multi_granular, pretrained_subwords,
                                  freeze_pretrained, sparse_gradients, std)
         self.item_tower = MGDSPRItemTower(dim, title_words, self.items, item_id,
-                                          SentenceAdapter(dim) if pretrained_sentence else None)
+                                          PretrainedStart(dim) if pretrained_sentence else None)
         if behaviour_items not in ("tower", "id"):
             raise ValueError(f"behaviour_items must be 'tower' or 'id', got '{behaviour_items}'")
         attention = (BehaviourAttention(dim, heads, self.items,
@@ -593,7 +593,7 @@ class MGDSPR(TwoTowerModel):
                                         lstm_dropout, dropout, long_term) if behaviour else None)
         fuser = FusionEncoder(dim, heads, fusion_layers, dropout) if fusion else None
         self.query_tower = MGDSPRQueryTower(unit, attention, fuser,
-                                            SentenceAdapter(dim) if pretrained_sentence else None)
+                                            PretrainedStart(dim) if pretrained_sentence else None)
         # only the inputs a configuration uses are built (the no-user form asks for no history at all)
         optional = set(ATTRIBUTES) if behaviour and side_features else set()
         if behaviour:

@@ -79,6 +79,7 @@ from torch import nn
 from retrieval_zoo.data import text
 from retrieval_zoo.models.base import TwoTowerModel
 from retrieval_zoo.models.components import (
+    PretrainedStart,
     SentenceAdapter,
     TokenEmbedding,
     l2_normalize,
@@ -247,10 +248,15 @@ class ItemTower(nn.Module):
         self.inputs = inputs
         widths = {"hashed": hidden, "subword": dim, "sentence": text.PRETRAINED_DIM}
         self.net = mlp(sum(widths[name] for name in inputs), hidden, dim)
+        # with sentence features the item starts as zero-shot MiniLM, matching the query's sentence head
+        self.start = PretrainedStart(dim) if "sentence" in inputs else None
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = [self.features.of(name, inputs) for name in self.inputs]
-        return l2_normalize(self.net(torch.cat(parts, dim=-1)))
+        vector = self.net(torch.cat(parts, dim=-1))
+        if self.start is not None:
+            vector = self.start(vector, self.features.sentence(inputs))
+        return l2_normalize(vector)
 
 
 # -- the model ----------------------------------------------------------------------------------------

@@ -1,0 +1,47 @@
+"""Pretrained starts: a tower joined to frozen sentence features starts exactly as zero-shot MiniLM."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from retrieval_zoo.data import text
+from retrieval_zoo.models.components import PretrainedStart, SentenceAdapter, shared_projection
+from retrieval_zoo.models.light_two_tower import LightTwoTower
+
+
+def _sentences(n: int, seed: int) -> torch.Tensor:
+    return F.normalize(torch.randn(n, text.PRETRAINED_DIM, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def test_shared_projection_is_orthonormal_and_the_identity_at_full_width():
+    projection = shared_projection(128)
+    torch.testing.assert_close(projection @ projection.T, torch.eye(128), atol=1e-5, rtol=0)
+    assert torch.equal(shared_projection(text.PRETRAINED_DIM), torch.eye(text.PRETRAINED_DIM))
+
+
+def test_two_independent_adapters_start_in_one_space():
+    query_side, item_side = SentenceAdapter(128), SentenceAdapter(128)  # built separately, as two towers do
+    queries, items = _sentences(5, 1), _sentences(7, 2)
+    projection = shared_projection(128)
+    torch.testing.assert_close(query_side(queries) @ item_side(items).T,
+                               (queries @ projection.T) @ (items @ projection.T).T)
+
+
+def test_the_gate_hides_the_towers_own_part_at_the_start_and_is_trained():
+    start = PretrainedStart(16)
+    own = torch.randn(4, 16, requires_grad=True)
+    sentences = _sentences(4, 3)
+    out = start(own, sentences)
+    torch.testing.assert_close(out, start.adapter(sentences))
+    out.pow(2).sum().backward()
+    assert start.gate.grad is not None and start.gate.grad.abs() > 0  # the gate opens from the first step
+
+
+def test_light_two_tower_pretrained_starts_as_zero_shot_minilm():
+    model = LightTwoTower(dim=text.PRETRAINED_DIM, hidden=8, n_buckets=50, pretrained_sentence=True)
+    queries, items = _sentences(3, 4), _sentences(6, 5)
+    batch = {"query_hashed": torch.randint(1, 50, (3, 5)), "query_sentence": queries}
+    inputs = {"item_hashed": torch.randint(1, 50, (6, 5)), "item_sentence": items}
+    scores = model.encode_queries(batch) @ model.encode_items(inputs).T
+    torch.testing.assert_close(scores, queries @ items.T)  # cosine of the frozen MiniLM vectors
