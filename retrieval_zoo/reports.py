@@ -135,7 +135,7 @@ def write_markdown(results_dir: Path, board: pl.DataFrame | None = None) -> str:
 
 def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: pl.DataFrame | None,
                      results_dir: Path) -> list[str]:
-    metrics = [m for m in HEADLINE_METRICS + ["recall@500"] if m in board.columns
+    metrics = [m for m in HEADLINE_METRICS + ["recall@500", "rerank_ndcg"] if m in board.columns
                and board[m].drop_nulls().len() > 0]
     table = aggregate(board, metrics + ["train_pairs_per_s", "encode_items_per_s", "query_latency_ms"])
     firsts = board.group_by("dataset", "model", "variant").agg(

@@ -62,11 +62,17 @@ class RunResult:
 
 @dataclass
 class SearchOutput:
-    """What one trained model produced on one test split."""
+    """What one trained model produced on one test split (``rerank``: its scores of each query's judged
+    candidates, on datasets whose protocols include re-ranking)."""
 
     run: pl.DataFrame
     units: pl.DataFrame
     costs: dict[str, Any]
+    rerank: pl.DataFrame | None = None
+
+
+# The ESCI task-1 protocol: re-rank each query's judged list; NDCG over the whole list (no cutoff).
+RERANK_METRICS = {"ndcg": "rerank_ndcg", "ndcg@10": "rerank_ndcg@10"}
 
 
 def run_benchmark(model: str, dataset: str | ProductSearchDataset = "simshop", seeds: int | list[int] = 1,
@@ -130,6 +136,8 @@ def run_once(config: dict[str, Any], dataset: ProductSearchDataset, spec: str, s
     targets = build_targets(dataset.judgments, units, dataset.interactions if dataset.has_behaviour else None)
     wanted = metrics or [m for m in DEFAULT_METRICS if not m.startswith("p_") or dataset.has_behaviour]
     means, per_query = evaluate_run(targets, run, wanted)
+    if all(o.rerank is not None for o in outputs):
+        means |= rerank_metrics(targets, pl.concat([o.rerank for o in outputs]))
     costs = _merge_costs([o.costs for o in outputs])
     costs["total_seconds"] = round(time.perf_counter() - started, 2)
     run_dir = results_dir / "runs" / dataset_slug / name / variant / f"seed{seed}"
@@ -166,15 +174,49 @@ def train_and_search(config: dict[str, Any], dataset: ProductSearchDataset, seed
         raise ConfigError(f"dataset '{dataset.name}' has no test units; check its split column")
     k = int(config["eval"]["k"])
     if isinstance(model, RetrievalModule):
-        scores, indices, costs = _dense_search(model, datamodule, test, config, seed, loggers, progress, k)
+        scores, indices, costs, score_pairs = _dense_search(model, datamodule, test, config, seed, loggers,
+                                                            progress, k)
     else:
-        scores, indices, costs = _retriever_search(model, datamodule, test, k)
+        scores, indices, costs, score_pairs = _retriever_search(model, datamodule, test, k)
     units = datamodule.units
     unit_ids = [units.unit_ids[i] for i in test]
     run = run_from_topk(unit_ids, datamodule.catalog.product_ids, scores, indices)
     unit_frame = pl.DataFrame({"unit_id": unit_ids, "query_id": [units.query_ids[i] for i in test],
                                "group": [units.groups[i] for i in test]}, schema_overrides={"group": pl.Utf8})
-    return SearchOutput(run, unit_frame, costs)
+    rerank = None
+    if "rerank" in dataset.meta.get("eval_protocols", []):
+        rerank = rerank_run(unit_frame, dataset.judgments, datamodule.catalog.product_ids, score_pairs)
+    return SearchOutput(run, unit_frame, costs, rerank)
+
+
+def judged_candidates(units: pl.DataFrame, judgments: pl.DataFrame, product_ids: list[str]) -> pl.DataFrame:
+    """Every (test unit, judged product of its query) pair: unit_row (position in ``units``), item (catalogue
+    index), unit_id, doc_id. Judged products outside the catalogue were already dropped by the loader."""
+    catalogue = pl.DataFrame({"doc_id": product_ids, "item": np.arange(len(product_ids), dtype=np.int64)})
+    return (
+        units.with_row_index("unit_row").select("unit_row", "unit_id", "query_id")
+        .join(judgments.select("query_id", pl.col("product_id").alias("doc_id")), on="query_id")
+        .join(catalogue, on="doc_id")
+        .select(pl.col("unit_row").cast(pl.Int64), "item", pl.col("unit_id").alias("q_id"), "doc_id")
+    )
+
+
+def rerank_run(units: pl.DataFrame, judgments: pl.DataFrame, product_ids: list[str], score_pairs) -> pl.DataFrame:
+    """The model's scores of each unit's judged candidates, as a run (q_id, doc_id, score)."""
+    pairs = judged_candidates(units, judgments, product_ids)
+    scores = score_pairs(pairs["unit_row"].to_numpy(), pairs["item"].to_numpy())
+    return pairs.select("q_id", "doc_id").with_columns(pl.Series("score", np.asarray(scores, dtype=np.float64)))
+
+
+def rerank_metrics(targets, rerank: pl.DataFrame) -> dict[str, float]:
+    """NDCG of the re-ranked judged lists (ESCI task 1), named ``rerank_*``; per query group too."""
+    means, _ = evaluate_run(targets, rerank, list(RERANK_METRICS))
+    renamed = {}
+    for name, value in means.items():
+        metric, bracket, group = name.partition("[")
+        if metric in RERANK_METRICS:
+            renamed[RERANK_METRICS[metric] + bracket + group] = value
+    return renamed
 
 
 def data_settings(section: dict[str, Any]) -> DataSettings:
@@ -210,6 +252,10 @@ def _dense_search(module: RetrievalModule, datamodule: RetrievalDataModule, test
     query_seconds = time.perf_counter() - started
     index = config["index"]
     result = index_and_search(items, queries, k, index["factory"], index["nprobe"], index["ef_search"], seed)
+
+    def score_pairs(unit_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,ij->i", queries[unit_rows], items[item_rows])
+
     total, trainable = module.count_parameters()
     costs = {
         "params": total, "trainable_params": trainable,
@@ -223,7 +269,7 @@ def _dense_search(module: RetrievalModule, datamodule: RetrievalDataModule, test
         "catalogue_size": len(items), "test_units": len(test),
         **_model_costs(module.model),
     }
-    return result.scores, result.indices, costs
+    return result.scores, result.indices, costs, score_pairs
 
 
 def _model_costs(model) -> dict[str, Any]:
@@ -241,7 +287,11 @@ def _retriever_search(retriever, datamodule: RetrievalDataModule, test: np.ndarr
              "encode_items_per_s": round(retriever.n_items / retriever.index_seconds, 1),
              "query_latency_ms": round(1000 * seconds / len(test), 3), "index": "bm25s (sparse)",
              "index_mb": None, "catalogue_size": retriever.n_items, "test_units": len(test)}
-    return scores, indices, costs
+
+    def score_pairs(unit_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
+        return retriever.score_pairs(texts, unit_rows, item_rows)
+
+    return scores, indices, costs, score_pairs
 
 
 def _trainer(trainer_config: dict[str, Any], loggers: list, progress: bool) -> L.Trainer:

@@ -84,43 +84,58 @@ def check_claims(claims_file: str | Path, board: pl.DataFrame, load_dataset) -> 
     return pl.DataFrame(rows) if rows else pl.DataFrame()
 
 
-def _runs_of(board: pl.DataFrame, dataset: str, model_variant: str) -> dict[int, str]:
+def _runs_of(board: pl.DataFrame, dataset: str, model_variant: str) -> pl.DataFrame:
     model, _, variant = model_variant.partition("/")
-    rows = board.filter((pl.col("dataset") == dataset) & (pl.col("model") == model)
+    return board.filter((pl.col("dataset") == dataset) & (pl.col("model") == model)
                         & (pl.col("variant") == (variant or "default")))
-    return {int(s): d for s, d in zip(rows["seed"].to_list(), rows["run_dir"].to_list(), strict=True)}
+
+
+def _seed_values(rows: pl.DataFrame, key: str) -> dict[int, tuple[float, str]]:
+    """seed -> (the leaderboard's value of ``key``, the run folder) for one model/variant."""
+    values = rows[key].cast(pl.Float64, strict=False).to_list() if key in rows.columns else [None] * rows.height
+    return {int(seed): (np.nan if value is None else value, run_dir)
+            for seed, value, run_dir in zip(rows["seed"].to_list(), values, rows["run_dir"].to_list(), strict=True)}
 
 
 def _check_claim(claim: dict[str, Any], board: pl.DataFrame, datasets: dict, load_dataset) -> dict[str, Any] | None:
+    """The claim's effect from the leaderboard's per-seed values; its p-value from the saved runs.
+
+    A run's metrics live in the leaderboard, its ranked results in its run folder (not committed). Without the
+    folders the effect is still known, so a claim that fails on its effect alone gets its verdict; one that
+    needs a p-value is reported as untested.
+    """
     dataset = claim["dataset"]
-    a_runs = _runs_of(board, dataset, claim["a"])
-    b_runs = _runs_of(board, claim.get("b_dataset", dataset), claim["b"])
+    metric, group = claim["metric"], claim.get("group")
+    key = f"{metric}[group={group}]" if group else metric
+    a_runs = _seed_values(_runs_of(board, dataset, claim["a"]), key)
+    b_runs = _seed_values(_runs_of(board, claim.get("b_dataset", dataset), claim["b"]), key)
     seeds = sorted(set(a_runs) & set(b_runs))
     if not seeds:
         return None
-    metric, group = claim["metric"], claim.get("group")
-    a_values, b_values, p_values = [], [], []
-    for seed in seeds:
-        a, b = load_saved_run(a_runs[seed]), load_saved_run(b_runs[seed])
-        if a is None or b is None:
-            return None
-        spec = claim.get("dataset_spec", dataset)
-        if spec not in datasets:
-            datasets[spec] = load_dataset(spec)
-        targets = targets_for(datasets[spec], a.units)
-        key = f"{metric}[group={group}]" if group else metric
-        a_values.append(a.metrics.get(key, np.nan))
-        b_values.append(b.metrics.get(key, np.nan))
-        same_queries = claim.get("b_dataset", dataset) == dataset
-        p_values.append(significance(targets, a.run, b.run, metric, group) if same_queries else np.nan)
-    a_mean, b_mean = float(np.mean(a_values)), float(np.mean(b_values))
+    a_mean = float(np.mean([a_runs[seed][0] for seed in seeds]))
+    b_mean = float(np.mean([b_runs[seed][0] for seed in seeds]))
     change = relative_change(a_mean, b_mean)
-    p_max = float(np.nanmax(p_values)) if not np.all(np.isnan(p_values)) else float("nan")
+    same_queries = claim.get("b_dataset", dataset) == dataset
+    p_values = [_claim_p_value(claim, a_runs[seed][1], b_runs[seed][1], datasets, load_dataset)
+                if same_queries else np.nan for seed in seeds]
+    p_max = float("nan") if any(p is None for p in p_values) or np.all(np.isnan(p_values)) \
+        else float(np.nanmax(p_values))
     return {"dataset": dataset, "claim": claim["claim"], "metric": metric + (f" [{group}]" if group else ""),
             "a": claim["a"] + ("" if "b_dataset" not in claim else f" ({dataset})"),
             "b": claim["b"] + ("" if "b_dataset" not in claim else f" ({claim['b_dataset']})"),
             "a_mean": a_mean, "b_mean": b_mean, "relative_change": change, "p_max": p_max, "seeds": len(seeds),
             "verdict": _verdict(claim.get("expect", {}), change, p_max)}
+
+
+def _claim_p_value(claim: dict[str, Any], a_dir: str, b_dir: str, datasets: dict, load_dataset) -> float | None:
+    """Paired p-value of one seed's two saved runs; None when either run folder is gone."""
+    a, b = load_saved_run(a_dir), load_saved_run(b_dir)
+    if a is None or b is None:
+        return None
+    spec = claim.get("dataset_spec", claim["dataset"])
+    if spec not in datasets:
+        datasets[spec] = load_dataset(spec)
+    return significance(targets_for(datasets[spec], a.units), a.run, b.run, claim["metric"], claim.get("group"))
 
 
 def _verdict(expect: dict[str, float], change: float, p_max: float) -> str:
@@ -131,7 +146,11 @@ def _verdict(expect: dict[str, float], change: float, p_max: float) -> str:
         checks.append(change >= -expect["max_relative_loss"])
     if "max_abs_relative_change" in expect:
         checks.append(abs(change) <= expect["max_abs_relative_change"])
+    if not all(checks):
+        return "no"
     if "max_p" in expect:
+        if np.isnan(p_max):
+            return "untested (runs not saved)"
         checks.append(bool(p_max < expect["max_p"]))
     if not checks:
         return "–"

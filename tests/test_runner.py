@@ -95,3 +95,30 @@ def test_a_resumed_plan_runs_only_the_missing_seeds(tmp_path):
     board = run_plan(plan, tmp_path, seeds=2, wandb="disabled", resume=True)
     assert first.stat().st_mtime_ns == stamp  # seed 0 was not run again
     assert sorted(board["seed"].to_list()) == [0, 1]
+
+
+# -- the re-ranking protocol (ESCI task 1) ---------------------------------------------------------------------
+def test_rerank_scores_exactly_each_units_judged_candidates():
+    from retrieval_zoo.runner import rerank_run
+
+    units = pl.DataFrame({"unit_id": ["u1", "u2"], "query_id": ["q1", "q2"], "group": [None, None]})
+    judgments = pl.DataFrame({"query_id": ["q1", "q1", "q2", "q3"], "product_id": ["a", "c", "b", "a"],
+                              "label": ["E", "I", "S", "E"]})
+    run = rerank_run(units, judgments, ["a", "b", "c"], lambda rows, items: 10.0 * rows + items)
+    assert sorted(run.iter_rows()) == [("u1", "a", 0.0), ("u1", "c", 2.0), ("u2", "b", 11.0)]
+
+
+def test_rerank_ndcg_is_one_for_the_ideal_order_and_exact_for_the_reversed_one():
+    from retrieval_zoo.evaluation import build_targets
+    from retrieval_zoo.runner import rerank_metrics
+
+    units = pl.DataFrame({"unit_id": ["q1"], "query_id": ["q1"], "group": [None]}, schema_overrides={"group": pl.Utf8})
+    judgments = pl.DataFrame({"query_id": ["q1"] * 3, "product_id": ["e", "s", "i"], "label": ["E", "S", "I"]})
+    targets = build_targets(judgments, units)
+    ideal = pl.DataFrame({"q_id": ["q1"] * 3, "doc_id": ["e", "s", "i"], "score": [3.0, 2.0, 1.0]})
+    reversed_ = ideal.with_columns(-pl.col("score"))
+    assert rerank_metrics(targets, ideal)["rerank_ndcg"] == pytest.approx(1.0)
+    # gains 100/10/0 at ranks 3, 2, 1: (10 / log2 3 + 100 / log2 4) / (100 + 10 / log2 3)
+    assert rerank_metrics(targets, reversed_)["rerank_ndcg"] == pytest.approx(
+        (10 / math.log2(3) + 50) / (100 + 10 / math.log2(3)))
+

@@ -153,8 +153,32 @@ class RetrievalModule(pl.LightningModule):
                       "sgd": torch.optim.SGD}
         if name not in optimizers:
             raise ValueError(f"unknown optimizer '{name}'; valid optimizers: {', '.join(optimizers)}")
-        parameters = [p for p in self.parameters() if p.requires_grad]
-        return optimizers[name](parameters, **config)
+        dense = config.pop("dense", None) or {}
+        optimizer = optimizers[name](self.parameter_groups(dense), **config)
+        if name == "adagrad" and "initial_accumulator_value" in dense:
+            # torch's Adagrad starts every group's accumulator at the constructor's value, ignoring the group's
+            start = dense["initial_accumulator_value"]
+            for group in optimizer.param_groups:
+                if group.get("group") == "dense":
+                    for parameter in group["params"]:
+                        optimizer.state[parameter]["sum"].fill_(start)
+        return optimizer
+
+    def parameter_groups(self, dense: dict[str, Any]) -> list[dict[str, Any]]:
+        """The trainable parameters as optimiser groups: embedding tables with the optimiser's own settings, and
+        (when ``dense`` names any) every other parameter with those settings on top.
+
+        Why: AdaGrad's per-weight step starts at about lr * g / sqrt(accumulator + g^2). A sparse embedding row
+        sees few, small gradients and needs a small accumulator start to learn at all, while a dense layer that
+        every example touches is thrown off by a first step of ~lr per weight (MGDSPR: optimizer.dense).
+        """
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if not dense:
+            return [{"params": trainable}]
+        tables = {id(m.weight) for m in self.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))}
+        groups = [{"params": [p for p in trainable if id(p) in tables], "group": "tables"},
+                  {"params": [p for p in trainable if id(p) not in tables], "group": "dense", **dense}]
+        return [group for group in groups if group["params"]]
 
     def count_parameters(self) -> tuple[int, int]:
         """(all, trainable) parameter counts."""

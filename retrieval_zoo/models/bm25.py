@@ -46,3 +46,17 @@ class BM25Retriever:
         k = min(k, self.n_items)
         items, scores = self.retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
         return scores.astype(np.float32), items.astype(np.int64)
+
+    def score_pairs(self, texts: list[str], query_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
+        """BM25 scores of given (query, item) pairs: ``texts[query_rows[i]]`` against item ``item_rows[i]``."""
+        import bm25s
+
+        tokens = bm25s.tokenize(texts, stopwords=self.stopwords, show_progress=False, return_ids=False)
+        out = np.zeros(len(query_rows), dtype=np.float32)
+        order = np.argsort(query_rows, kind="stable")
+        starts = np.flatnonzero(np.diff(query_rows[order], prepend=-1))
+        for block in np.split(order, starts[1:]):
+            query = tokens[query_rows[block[0]]]
+            if query:  # a query of stop words alone matches nothing: every candidate scores 0
+                out[block] = self.retriever.get_scores(query)[item_rows[block]]
+        return out

@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from retrieval_zoo.models.base import TwoTowerModel
-from retrieval_zoo.models.components import TokenEmbedding, l2_normalize, masked_mean
+from retrieval_zoo.models.components import PretrainedStart, TokenEmbedding, l2_normalize, masked_mean
 from retrieval_zoo.models.image_features import ImageEncoderSpec, cached_image_features
 
 EXPERTS = ("vbert", "ftatt", "lightbert")
@@ -239,13 +239,24 @@ class UserProfile(nn.Module):
 
 
 # -- the towers -----------------------------------------------------------------------------------------------
+def with_sentence(start: PretrainedStart | None, vector: torch.Tensor, inputs: dict[str, torch.Tensor],
+                  field: str) -> torch.Tensor:
+    """The tower's vector joined to frozen MiniLM sentence features (``pretrained_sentence``), renormalised."""
+    return vector if start is None else l2_normalize(start(vector, inputs[field]))
+
+
 class ItemTower(nn.Module):
     def __init__(self, owner: MRSE):
         super().__init__()
         self._owner = [owner]  # a plain reference (not a submodule): the owner holds the shared parts
         self.fusion = GatedFusion(len(EXPERTS), owner.width, owner.dim, owner.fusion, owner.gate_temperature)
+        self.sentence = PretrainedStart(owner.dim) if owner.pretrained_sentence else None
 
     def forward_with_weights(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        vector, weights = self.mixture(inputs)
+        return with_sentence(self.sentence, vector, inputs, "item_sentence"), weights
+
+    def mixture(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         owner = self._owner[0]
         visual = owner.visual_tokens(inputs)
         tokens, hashed = inputs["item_tokens"], inputs["item_hashed"]
@@ -272,8 +283,13 @@ class QueryTower(nn.Module):
         # The profile's additive path starts as a no-op: the query vector is the query's meaning first, and the
         # user's history moves it only as far as training finds that it helps (it always informs the gate).
         nn.init.zeros_(self.fusion.context.weight)
+        self.sentence = PretrainedStart(owner.dim) if owner.pretrained_sentence else None
 
     def forward_with_weights(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        vector, weights = self.mixture(batch)
+        return with_sentence(self.sentence, vector, batch, "query_sentence"), weights
+
+    def mixture(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         owner = self._owner[0]
         tokens = batch["query_tokens"]
         visual = self.visual_placeholder.expand(len(tokens), -1) if owner.has_image else None
@@ -301,7 +317,8 @@ class MRSE(TwoTowerModel):
                  use_image: bool = True, image_encoder: str = "simshop-vit-tiny", image_checkpoint: str | None = None,
                  image_encoder_seed: int = 0, image_pretrain_epochs: int = 0, image_token_stats: bool = True,
                  use_profile: bool = True, profile_length: int = 20, profile_pooling: str = "attention",
-                 image_in_fusion: bool = True, item_token_dropout: float = 0.0, stage_negatives: bool = False):
+                 image_in_fusion: bool = True, item_token_dropout: float = 0.0, stage_negatives: bool = False,
+                 pretrained_sentence: bool = False):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion '{fusion}'; valid: {', '.join(FUSIONS)}")
@@ -313,6 +330,7 @@ class MRSE(TwoTowerModel):
         self.image_in_fusion = image_in_fusion
         self.item_token_dropout = item_token_dropout
         self.profile_length, self.profile_pooling = profile_length, profile_pooling
+        self.pretrained_sentence = pretrained_sentence
         self.image_spec = ImageEncoderSpec(name=image_encoder, checkpoint=image_checkpoint, seed=image_encoder_seed,
                                            pretrain_epochs=image_pretrain_epochs, token_stats=image_token_stats)
         self.experts = Experts(width, heads, vbert_layers, lightbert_layers, n_buckets, pretrained_tokens)
@@ -326,6 +344,8 @@ class MRSE(TwoTowerModel):
         # instance-level fields: variants that drop a modality do not build its inputs
         self.optional_fields = ({"item_image", "item_image_features"} if use_image else set()) | (
             {"user_history"} if use_profile else set()) | ({"stages"} if stage_negatives else set())
+        if pretrained_sentence:
+            self.required_fields = self.required_fields | {"query_sentence", "item_sentence"}
 
     # -- prepare: frozen image features, once --------------------------------------------------------------
     def prepare(self, datamodule) -> None:

@@ -269,3 +269,16 @@ def test_failed_download_lists_the_files_to_fetch_by_hand(tmp_path, monkeypatch)
         prepare("esci", tmp_path / "raw", download="false")
     with pytest.raises(DatasetError, match="cannot prepare 'nope'"):
         prepare("nope")
+
+
+# -- evaluation protocols ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", ["bm25", "light_two_tower"])
+def test_a_run_reports_task1_reranking_beside_full_retrieval(model, raw, tmp_path):
+    from retrieval_zoo.runner import run_benchmark
+
+    overrides = [] if model == "bm25" else ["trainer.max_steps=5", "trainer.limit_val_batches=1"]
+    [result] = run_benchmark(model, load_esci(raw), seeds=1, overrides=overrides, results_dir=tmp_path / "results",
+                             wandb="disabled", progress=False, print_table=False)
+    assert 0.0 <= result.metrics["rerank_ndcg"] <= 1.0 and 0.0 <= result.metrics["rerank_ndcg@10"] <= 1.0
+    assert "rerank_ndcg" in pl.read_csv(tmp_path / "results" / "leaderboard.csv").columns
+    assert "rerank_ndcg" in (tmp_path / "results" / "leaderboard.md").read_text()

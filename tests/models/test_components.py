@@ -45,3 +45,18 @@ def test_light_two_tower_pretrained_starts_as_zero_shot_minilm():
     inputs = {"item_hashed": torch.randint(1, 50, (6, 5)), "item_sentence": items}
     scores = model.encode_queries(batch) @ model.encode_items(inputs).T
     torch.testing.assert_close(scores, queries @ items.T)  # cosine of the frozen MiniLM vectors
+
+
+def test_mrse_pretrained_starts_as_zero_shot_minilm():
+    from retrieval_zoo.models.mrse import MRSE
+
+    model = MRSE(dim=text.PRETRAINED_DIM, width=8, n_buckets=50, n_categories=5, use_image=False,
+                 use_profile=False, pretrained_sentence=True)
+    assert {"query_sentence", "item_sentence"} <= model.required_fields
+    queries, items = _sentences(3, 6), _sentences(6, 7)
+    batch = {"query_tokens": torch.randint(1, 100, (3, 5)), "query_hashed": torch.randint(1, 50, (3, 5)),
+             "query_sentence": queries}
+    inputs = {"item_tokens": torch.randint(1, 100, (6, 5)), "item_hashed": torch.randint(1, 50, (6, 5)),
+              "item_category": torch.randint(0, 5, (6,)), "item_sentence": items}
+    scores = model.encode_queries(batch) @ model.encode_items(inputs).T
+    torch.testing.assert_close(scores, queries @ items.T)

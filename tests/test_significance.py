@@ -1,0 +1,64 @@
+"""Claims: the effect comes from the leaderboard, the p-value from the saved runs (untested without them)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from retrieval_zoo.reports import read_leaderboard
+from retrieval_zoo.runner import run_benchmark
+from retrieval_zoo.significance import _verdict, check_claims
+
+FAST = ["trainer.max_steps=5", "trainer.limit_val_batches=1"]
+
+
+@pytest.fixture
+def board_dir(label_dataset, tmp_path):
+    for model, overrides in (("bm25", []), ("light_two_tower", FAST)):
+        run_benchmark(model, label_dataset, seeds=1, overrides=overrides, results_dir=tmp_path, wandb="disabled",
+                      progress=False, print_table=False)
+    return tmp_path
+
+
+def claims_file(tmp_path, expect: dict) -> str:
+    import yaml
+
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump([{"claim": "bm25 beats the untrained tower", "dataset": "toy",
+                                     "metric": "ndcg@10", "a": "bm25/default", "b": "light_two_tower/default",
+                                     "expect": expect}]))
+    return str(path)
+
+
+def test_effect_is_the_seed_mean_of_the_leaderboard_and_p_comes_from_the_saved_runs(board_dir, label_dataset):
+    board = read_leaderboard(board_dir)
+    [row] = check_claims(claims_file(board_dir, {"max_p": 0.5}), board, lambda _: label_dataset).to_dicts()
+    ndcg = {r["model"]: float(r["ndcg@10"]) for r in board.iter_rows(named=True)}
+    assert row["a_mean"] == pytest.approx(ndcg["bm25"]) and row["b_mean"] == pytest.approx(ndcg["light_two_tower"])
+    assert row["relative_change"] == pytest.approx(ndcg["bm25"] / ndcg["light_two_tower"] - 1)
+    assert 0.0 <= row["p_max"] <= 1.0
+    assert row["verdict"] == ("yes" if row["p_max"] < 0.5 else "no")
+
+
+def test_without_run_folders_a_p_claim_is_untested_but_an_effect_claim_still_gets_its_verdict(board_dir,
+                                                                                                label_dataset):
+    shutil.rmtree(board_dir / "runs")
+    board = read_leaderboard(board_dir)
+    never = lambda _: pytest.fail("no dataset is needed without saved runs")  # noqa: E731
+    [p_claim] = check_claims(claims_file(board_dir, {"max_p": 0.5}), board, never).to_dicts()
+    assert p_claim["verdict"] == "untested (runs not saved)"
+    assert p_claim["p_max"] != p_claim["p_max"]  # NaN
+    [effect] = check_claims(claims_file(board_dir, {"max_relative_loss": 10.0}), board, never).to_dicts()
+    assert effect["verdict"] == "yes"
+    [fails] = check_claims(claims_file(board_dir, {"min_relative_gain": 100.0, "max_p": 0.01}), board,
+                           never).to_dicts()
+    assert fails["verdict"] == "no"  # the effect alone already fails it
+
+
+def test_verdict_rules():
+    assert _verdict({"min_relative_gain": 0.1, "max_p": 0.01}, 0.2, 0.001) == "yes"
+    assert _verdict({"min_relative_gain": 0.1, "max_p": 0.01}, 0.2, 0.02) == "no"
+    assert _verdict({"min_relative_gain": 0.1, "max_p": 0.01}, 0.05, float("nan")) == "no"
+    assert _verdict({"max_abs_relative_change": 0.02}, -0.01, float("nan")) == "yes"
+    assert _verdict({}, 0.3, 0.5) == "–"
