@@ -70,11 +70,21 @@ def compare_with_baseline(targets: EvaluationTargets, run: pl.DataFrame, metrics
 
 
 # -- claims ---------------------------------------------------------------------------------------------------
-def check_claims(claims_file: str | Path, board: pl.DataFrame, load_dataset) -> pl.DataFrame:
-    """Test every claim whose runs exist (a YAML file, or a folder of them); one row per claim with the verdict."""
+def read_claims(claims_file: str | Path) -> list[dict[str, Any]]:
+    """The claims of a YAML file, or of every YAML file in a folder."""
     path = Path(claims_file)
     files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
-    claims = [claim for file in files for claim in (yaml.safe_load(file.read_text()) or [])]
+    return [claim for file in files for claim in (yaml.safe_load(file.read_text()) or [])]
+
+
+def claim_expectations(claims_file: str | Path) -> dict[tuple[str, str], dict[str, float]]:
+    """(dataset, claim text) -> the claim's ``expect`` thresholds."""
+    return {(c["dataset"], c["claim"]): c.get("expect", {}) for c in read_claims(claims_file)}
+
+
+def check_claims(claims_file: str | Path, board: pl.DataFrame, load_dataset) -> pl.DataFrame:
+    """Test every claim whose runs exist (a YAML file, or a folder of them); one row per claim with the verdict."""
+    claims = read_claims(claims_file)
     rows = []
     datasets: dict[str, ProductSearchDataset] = {}
     for claim in claims:
@@ -124,7 +134,7 @@ def _check_claim(claim: dict[str, Any], board: pl.DataFrame, datasets: dict, loa
             "a": claim["a"] + ("" if "b_dataset" not in claim else f" ({dataset})"),
             "b": claim["b"] + ("" if "b_dataset" not in claim else f" ({claim['b_dataset']})"),
             "a_mean": a_mean, "b_mean": b_mean, "relative_change": change, "p_max": p_max, "seeds": len(seeds),
-            "verdict": _verdict(claim.get("expect", {}), change, p_max)}
+            "verdict": verdict(claim.get("expect", {}), change, p_max)}
 
 
 def _claim_p_value(claim: dict[str, Any], a_dir: str, b_dir: str, datasets: dict, load_dataset) -> float | None:
@@ -138,7 +148,7 @@ def _claim_p_value(claim: dict[str, Any], a_dir: str, b_dir: str, datasets: dict
     return significance(targets_for(datasets[spec], a.units), a.run, b.run, claim["metric"], claim.get("group"))
 
 
-def _verdict(expect: dict[str, float], change: float, p_max: float) -> str:
+def verdict(expect: dict[str, float], change: float, p_max: float) -> str:
     checks = []
     if "min_relative_gain" in expect:
         checks.append(change >= expect["min_relative_gain"])

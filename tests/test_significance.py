@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
+import polars as pl
 import pytest
 
 from retrieval_zoo.reports import read_leaderboard
 from retrieval_zoo.runner import run_benchmark
-from retrieval_zoo.significance import _verdict, check_claims
+from retrieval_zoo.significance import check_claims, verdict
 
 FAST = ["trainer.max_steps=5", "trainer.limit_val_batches=1"]
 
@@ -41,7 +43,7 @@ def test_effect_is_the_seed_mean_of_the_leaderboard_and_p_comes_from_the_saved_r
     assert row["verdict"] == ("yes" if row["p_max"] < 0.5 else "no")
 
 
-def test_without_run_folders_a_p_claim_is_untested_but_an_effect_claim_still_gets_its_verdict(board_dir,
+def test_without_run_folders_a_p_claim_is_untested_but_an_effect_claim_still_gets_itsverdict(board_dir,
                                                                                                 label_dataset):
     shutil.rmtree(board_dir / "runs")
     board = read_leaderboard(board_dir)
@@ -56,9 +58,25 @@ def test_without_run_folders_a_p_claim_is_untested_but_an_effect_claim_still_get
     assert fails["verdict"] == "no"  # the effect alone already fails it
 
 
+def test_a_refresh_keeps_the_p_value_of_the_same_runs_once_their_folders_are_gone(board_dir, label_dataset):
+    from retrieval_zoo.plan import keep_known_p_values
+
+    file = claims_file(board_dir, {"max_p": 0.5})
+    with_runs = check_claims(file, read_leaderboard(board_dir), lambda _: label_dataset)
+    with_runs.write_csv(board_dir / "claims.csv")
+    shutil.rmtree(board_dir / "runs")
+    without = check_claims(file, read_leaderboard(board_dir), lambda _: label_dataset)
+    [kept] = keep_known_p_values(without, board_dir / "claims.csv", Path(file)).to_dicts()
+    [original] = with_runs.to_dicts()
+    assert kept["p_max"] == pytest.approx(original["p_max"]) and kept["verdict"] == original["verdict"]
+    other = without.with_columns(pl.col("a_mean") + 0.01)  # other runs: the old p-value does not apply
+    [untouched] = keep_known_p_values(other, board_dir / "claims.csv", Path(file)).to_dicts()
+    assert untouched["verdict"] == "untested (runs not saved)"
+
+
 def test_verdict_rules():
-    assert _verdict({"min_relative_gain": 0.1, "max_p": 0.01}, 0.2, 0.001) == "yes"
-    assert _verdict({"min_relative_gain": 0.1, "max_p": 0.01}, 0.2, 0.02) == "no"
-    assert _verdict({"min_relative_gain": 0.1, "max_p": 0.01}, 0.05, float("nan")) == "no"
-    assert _verdict({"max_abs_relative_change": 0.02}, -0.01, float("nan")) == "yes"
-    assert _verdict({}, 0.3, 0.5) == "–"
+    assert verdict({"min_relative_gain": 0.1, "max_p": 0.01}, 0.2, 0.001) == "yes"
+    assert verdict({"min_relative_gain": 0.1, "max_p": 0.01}, 0.2, 0.02) == "no"
+    assert verdict({"min_relative_gain": 0.1, "max_p": 0.01}, 0.05, float("nan")) == "no"
+    assert verdict({"max_abs_relative_change": 0.02}, -0.01, float("nan")) == "yes"
+    assert verdict({}, 0.3, 0.5) == "–"
