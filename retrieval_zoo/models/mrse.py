@@ -48,6 +48,10 @@ search); profile = last 20 real-time items, attention pooling, its additive path
 simshop image tower is frozen at random init (linear probe on its features: colour 1.00, print style 0.65,
 majority class 0.30).
 
+Pretrained start (variant ``pretrained``; small real data such as Icecat): the WordPiece table from
+all-MiniLM-L6-v2 (``pretrained_tokens``) and frozen MiniLM sentence features joined to both towers through
+``PretrainedStart`` (``pretrained_sentence``), so the untrained model scores exactly as zero-shot MiniLM.
+
 Input mapping: simshop - title tokens and hashed n-grams, category, 32 x 32 pictures (features extracted and
 cached), ``hist_realtime``; SQID/ESCI with an ``image_features`` table - the precomputed CLIP vectors replace
 the encoder; Icecat/ESCI without images - VBert is skipped (text experts only) and, without users, the profile.
