@@ -28,6 +28,10 @@ SIGNIFICANCE_NOTE = (f"▲/▼: better/worse than the best baseline (by NDCG@10)
                      "in every seed (ranx paired t-test over queries, seed-matched runs); ≈: not separable.")
 
 
+GROUP_METRIC = "recall@100"  # the per-group table of each dataset section
+EXTRA_COST_COLUMNS = {"image_features_per_s": "image feats/s (one-off)", "image_cache_mb": "image cache MB"}
+
+
 def leaderboard_path(results_dir: Path) -> Path:
     return Path(results_dir) / "leaderboard.csv"
 
@@ -137,7 +141,10 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
                      results_dir: Path) -> list[str]:
     metrics = [m for m in HEADLINE_METRICS + ["recall@500", "rerank_ndcg"] if m in board.columns
                and board[m].drop_nulls().len() > 0]
-    table = aggregate(board, metrics + ["train_pairs_per_s", "encode_items_per_s", "query_latency_ms"])
+    # one-off costs some models report (MRSE's image-feature extraction), shown where a row has them
+    extra = [c for c in EXTRA_COST_COLUMNS if c in board.columns and board[c].cast(pl.Float64, strict=False)
+             .drop_nulls().len() > 0]
+    table = aggregate(board, metrics + ["train_pairs_per_s", "encode_items_per_s", "query_latency_ms", *extra])
     firsts = board.group_by("dataset", "model", "variant").agg(
         *[pl.col(c).first() for c in ["baseline", "params", "index", "index_mb", "compared_to"] if c in board.columns],
         *[_significance_marker(board, m).alias(f"sig_{m}") for m in metrics])
@@ -148,19 +155,39 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
     plot = _plot_dataset(table, dataset, results_dir)
     if plot is not None:
         lines += [f"![{dataset}]({plot.name})", ""]
-    header = ["model", "variant", *metrics, "params", "train pairs/s", "items/s", "latency ms", "index", "index MB"]
+    header = ["model", "variant", *metrics, "params", "train pairs/s", "items/s", "latency ms", "index", "index MB",
+              *(EXTRA_COST_COLUMNS[c] for c in extra)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.iter_rows(named=True):
         cells = [row["model"] + (" (baseline)" if str(row.get("baseline")) == "true" else ""), row["variant"]]
         for metric in metrics:
             cells.append(_mean_sd(row.get(metric), row.get(f"{metric}_sd")) + _marker(row, metric))
         cells += [_count(row.get("params")), _num(row.get("train_pairs_per_s"), 0), _num(row.get("encode_items_per_s"), 0),
-                  _num(row.get("query_latency_ms"), 2), str(row.get("index") or "–"), str(row.get("index_mb") or "–")]
+                  _num(row.get("query_latency_ms"), 2), str(row.get("index") or "–"), str(row.get("index_mb") or "–"),
+                  *(_num(row.get(c), 1) for c in extra)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    lines += _group_section(board)
     if claims is not None and claims.height and dataset in claims["dataset"].to_list():
         lines += _claims_section(claims.filter(pl.col("dataset") == dataset))
     return lines
+
+
+def _group_section(board: pl.DataFrame, metric: str = GROUP_METRIC) -> list[str]:
+    """``metric`` per query group (e.g. simshop's image_attr / text_attr / broad), one row per model/variant."""
+    prefix = f"{metric}[group="
+    columns = sorted(c for c in board.columns if c.startswith(prefix)
+                     and board[c].cast(pl.Float64, strict=False).drop_nulls().len() > 0)
+    if not columns:
+        return []
+    table = aggregate(board, columns)
+    groups = [c[len(prefix):-1] for c in columns]
+    lines = [f"{metric} per query group (mean ± sd over seeds):", "",
+             "| model | variant | " + " | ".join(groups) + " |", "|" + "---|" * (len(groups) + 2)]
+    for row in table.iter_rows(named=True):
+        cells = [_mean_sd(row[c], row[f"{c}_sd"]) for c in columns]
+        lines.append(f"| {row['model']} | {row['variant']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _significance_marker(board: pl.DataFrame, metric: str) -> pl.Expr:

@@ -1,0 +1,34 @@
+"""The leaderboard markdown: per-group table and one-off cost columns, from the CSV alone."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from retrieval_zoo.reports import leaderboard_path, write_markdown
+
+
+def board(rows: list[dict]) -> pl.DataFrame:
+    base = {"dataset": "shop", "baseline": "false", "ndcg@10": "0.5", "recall@100": "0.6", "params": "10"}
+    return pl.DataFrame([{**base, **row} for row in rows]).cast(pl.Utf8)
+
+
+def test_groups_get_their_own_table_with_seed_means(tmp_path):
+    rows = [{"model": "m", "variant": "default", "seed": str(s), "recall@100[group=colour]": str(0.5 + 0.1 * s),
+             "recall@100[group=broad]": "0.2"} for s in range(2)]
+    frame = board(rows)
+    frame.write_csv(leaderboard_path(tmp_path))
+    text = write_markdown(tmp_path, frame)
+    assert "| model | variant | broad | colour |" in text
+    assert "| m | default | 0.2000 ± 0.0000 | 0.5500 ± 0.0707 |" in text
+
+
+def test_one_off_image_costs_are_shown_only_where_a_row_has_them(tmp_path):
+    frame = board([{"model": "with_images", "variant": "default", "seed": "0", "image_features_per_s": "96.3",
+                    "image_cache_mb": "14.7"},
+                   {"model": "text", "variant": "default", "seed": "0", "image_features_per_s": None,
+                    "image_cache_mb": None}])
+    text = write_markdown(tmp_path, frame)
+    assert "image feats/s (one-off) | image cache MB |" in text
+    assert "| 96.3 | 14.7 |" in text
+    without = write_markdown(tmp_path, frame.drop("image_features_per_s", "image_cache_mb"))
+    assert "image feats/s" not in without and "per query group" not in without
