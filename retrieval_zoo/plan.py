@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import yaml
 
@@ -89,33 +88,13 @@ def _refresh_claims(claims_file: Path, results_dir: Path) -> str:
     board = read_leaderboard(results_dir)
     specs = dict(zip(board["dataset"].to_list(), board["dataset_spec"].to_list(), strict=True)) \
         if "dataset_spec" in board.columns else {}
-    claims = check_claims(claims_file, board, lambda slug: load_dataset(specs.get(slug, slug)))
-    claims = keep_known_p_values(claims, results_dir / "claims.csv", claims_file)
+    previous = results_dir / "claims.csv"
+    claims = check_claims(claims_file, board, lambda slug: load_dataset(specs.get(slug, slug)),
+                          known=pl.read_csv(previous) if previous.exists() else None)
     if claims.height:
         _atomic_write(results_dir / "claims.csv", claims.write_csv())
     write_markdown(results_dir, board)
     return str(claims) if claims.height else "no claim has its runs yet"
-
-
-def keep_known_p_values(claims: pl.DataFrame, previous_file: Path, claims_file: Path) -> pl.DataFrame:
-    """Claims whose run folders are gone (they are not committed) keep the p-value an earlier check computed
-    from the very same runs: same claim, and the same seed means of A and B on the leaderboard."""
-    from retrieval_zoo.significance import claim_expectations, verdict
-
-    if not claims.height or not previous_file.exists():
-        return claims
-    known = {(r["dataset"], r["claim"]): r for r in pl.read_csv(previous_file).iter_rows(named=True)}
-    expectations = claim_expectations(claims_file)
-    rows = []
-    for row in claims.iter_rows(named=True):
-        old = known.get((row["dataset"], row["claim"]))
-        same_runs = old is not None and abs(old["a_mean"] - row["a_mean"]) < 1e-9 \
-            and abs(old["b_mean"] - row["b_mean"]) < 1e-9 and old["seeds"] == row["seeds"]
-        if np.isnan(row["p_max"]) and same_runs and old["p_max"] is not None and not np.isnan(old["p_max"]):
-            expect = expectations.get((row["dataset"], row["claim"]), {})
-            row = {**row, "p_max": old["p_max"], "verdict": verdict(expect, row["relative_change"], old["p_max"])}
-        rows.append(row)
-    return pl.DataFrame(rows)
 
 
 def _log_to_wandb(results_dir: Path, mode: str | None) -> None:

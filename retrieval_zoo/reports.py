@@ -139,11 +139,9 @@ def write_markdown(results_dir: Path, board: pl.DataFrame | None = None) -> str:
 
 def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: pl.DataFrame | None,
                      results_dir: Path) -> list[str]:
-    metrics = [m for m in HEADLINE_METRICS + ["recall@500", "rerank_ndcg"] if m in board.columns
-               and board[m].drop_nulls().len() > 0]
+    metrics = [m for m in HEADLINE_METRICS + ["recall@500", "rerank_ndcg"] if _has_values(board, m)]
     # one-off costs some models report (MRSE's image-feature extraction), shown where a row has them
-    extra = [c for c in EXTRA_COST_COLUMNS if c in board.columns and board[c].cast(pl.Float64, strict=False)
-             .drop_nulls().len() > 0]
+    extra = [c for c in EXTRA_COST_COLUMNS if _has_values(board, c)]
     table = aggregate(board, metrics + ["train_pairs_per_s", "encode_items_per_s", "query_latency_ms", *extra])
     firsts = board.group_by("dataset", "model", "variant").agg(
         *[pl.col(c).first() for c in ["baseline", "params", "index", "index_mb", "compared_to"] if c in board.columns],
@@ -173,11 +171,15 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
     return lines
 
 
+def _has_values(board: pl.DataFrame, column: str) -> bool:
+    """Whether some row of ``board`` has a number in ``column`` (the CSV holds every column as text)."""
+    return column in board.columns and board[column].cast(pl.Float64, strict=False).drop_nulls().len() > 0
+
+
 def _group_section(board: pl.DataFrame, metric: str = GROUP_METRIC) -> list[str]:
     """``metric`` per query group (e.g. simshop's image_attr / text_attr / broad), one row per model/variant."""
     prefix = f"{metric}[group="
-    columns = sorted(c for c in board.columns if c.startswith(prefix)
-                     and board[c].cast(pl.Float64, strict=False).drop_nulls().len() > 0)
+    columns = sorted(c for c in board.columns if c.startswith(prefix) and _has_values(board, c))
     if not columns:
         return []
     table = aggregate(board, columns)

@@ -77,18 +77,22 @@ def read_claims(claims_file: str | Path) -> list[dict[str, Any]]:
     return [claim for file in files for claim in (yaml.safe_load(file.read_text()) or [])]
 
 
-def claim_expectations(claims_file: str | Path) -> dict[tuple[str, str], dict[str, float]]:
-    """(dataset, claim text) -> the claim's ``expect`` thresholds."""
-    return {(c["dataset"], c["claim"]): c.get("expect", {}) for c in read_claims(claims_file)}
+def check_claims(claims_file: str | Path, board: pl.DataFrame, load_dataset,
+                 known: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Test every claim whose runs exist (a YAML file, or a folder of them); one row per claim with the verdict.
 
-
-def check_claims(claims_file: str | Path, board: pl.DataFrame, load_dataset) -> pl.DataFrame:
-    """Test every claim whose runs exist (a YAML file, or a folder of them); one row per claim with the verdict."""
+    ``known``: an earlier result of this function (claims.csv). A claim whose run folders are gone (they are not
+    committed) takes the p-value that result computed from the very same runs: same claim, same seed count and
+    the same seed means of A and B on the leaderboard.
+    """
     claims = read_claims(claims_file)
+    known_p = {} if known is None or not known.height else {
+        (r["dataset"], r["claim"]): (r["a_mean"], r["b_mean"], r["seeds"], r["p_max"])
+        for r in known.iter_rows(named=True)}
     rows = []
     datasets: dict[str, ProductSearchDataset] = {}
     for claim in claims:
-        row = _check_claim(claim, board, datasets, load_dataset)
+        row = _check_claim(claim, board, datasets, load_dataset, known_p)
         if row is not None:
             rows.append(row)
     return pl.DataFrame(rows) if rows else pl.DataFrame()
@@ -107,7 +111,8 @@ def _seed_values(rows: pl.DataFrame, key: str) -> dict[int, tuple[float, str]]:
             for seed, value, run_dir in zip(rows["seed"].to_list(), values, rows["run_dir"].to_list(), strict=True)}
 
 
-def _check_claim(claim: dict[str, Any], board: pl.DataFrame, datasets: dict, load_dataset) -> dict[str, Any] | None:
+def _check_claim(claim: dict[str, Any], board: pl.DataFrame, datasets: dict, load_dataset,
+                 known_p: dict[tuple[str, str], tuple]) -> dict[str, Any] | None:
     """The claim's effect from the leaderboard's per-seed values; its p-value from the saved runs.
 
     A run's metrics live in the leaderboard, its ranked results in its run folder (not committed). Without the
@@ -130,11 +135,22 @@ def _check_claim(claim: dict[str, Any], board: pl.DataFrame, datasets: dict, loa
                 if same_queries else np.nan for seed in seeds]
     p_max = float("nan") if any(p is None for p in p_values) or np.all(np.isnan(p_values)) \
         else float(np.nanmax(p_values))
+    if np.isnan(p_max):
+        p_max = _known_p_value(known_p.get((dataset, claim["claim"])), a_mean, b_mean, len(seeds))
     return {"dataset": dataset, "claim": claim["claim"], "metric": metric + (f" [{group}]" if group else ""),
             "a": claim["a"] + ("" if "b_dataset" not in claim else f" ({dataset})"),
             "b": claim["b"] + ("" if "b_dataset" not in claim else f" ({claim['b_dataset']})"),
             "a_mean": a_mean, "b_mean": b_mean, "relative_change": change, "p_max": p_max, "seeds": len(seeds),
             "verdict": verdict(claim.get("expect", {}), change, p_max)}
+
+
+def _known_p_value(known: tuple | None, a_mean: float, b_mean: float, seeds: int) -> float:
+    """The earlier p-value if it was computed on the same runs (same means and seed count), else NaN."""
+    if known is None:
+        return float("nan")
+    old_a, old_b, old_seeds, old_p = known
+    same_runs = abs(old_a - a_mean) < 1e-9 and abs(old_b - b_mean) < 1e-9 and old_seeds == seeds
+    return float(old_p) if same_runs and old_p is not None else float("nan")
 
 
 def _claim_p_value(claim: dict[str, Any], a_dir: str, b_dir: str, datasets: dict, load_dataset) -> float | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -59,18 +58,15 @@ def test_without_run_folders_a_p_claim_is_untested_but_an_effect_claim_still_get
 
 
 def test_a_refresh_keeps_the_p_value_of_the_same_runs_once_their_folders_are_gone(board_dir, label_dataset):
-    from retrieval_zoo.plan import keep_known_p_values
-
     file = claims_file(board_dir, {"max_p": 0.5})
     with_runs = check_claims(file, read_leaderboard(board_dir), lambda _: label_dataset)
-    with_runs.write_csv(board_dir / "claims.csv")
     shutil.rmtree(board_dir / "runs")
-    without = check_claims(file, read_leaderboard(board_dir), lambda _: label_dataset)
-    [kept] = keep_known_p_values(without, board_dir / "claims.csv", Path(file)).to_dicts()
+    board = read_leaderboard(board_dir)
+    [kept] = check_claims(file, board, lambda _: label_dataset, known=with_runs).to_dicts()
     [original] = with_runs.to_dicts()
     assert kept["p_max"] == pytest.approx(original["p_max"]) and kept["verdict"] == original["verdict"]
-    other = without.with_columns(pl.col("a_mean") + 0.01)  # other runs: the old p-value does not apply
-    [untouched] = keep_known_p_values(other, board_dir / "claims.csv", Path(file)).to_dicts()
+    other = with_runs.with_columns(pl.col("a_mean") + 0.01)  # other runs: the old p-value does not apply
+    [untouched] = check_claims(file, board, lambda _: label_dataset, known=other).to_dicts()
     assert untouched["verdict"] == "untested (runs not saved)"
 
 
