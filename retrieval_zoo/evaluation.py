@@ -11,6 +11,8 @@ Conventions (pinned by a golden test against pytrec_eval):
   as simshop, a lower bound on ESCI).
 - ``p_recall@K`` (personalised recall): the share of the items the user ordered in a held-out search that
   appear in its top K (behaviour data only).
+- Tied scores rank by product id (ascending), in the metrics and in the significance tests alike, so a run
+  with ties (BM25's are common) scores the same on every machine and in every process.
 
 Runs and judgments reach ranx as its numba typed lists (one [n, 2] array of doc id and score per query, the
 input ``ranx.evaluate`` accepts besides Qrels/Run), built from the faiss top-K arrays without Python dicts;
@@ -113,7 +115,11 @@ def run_from_topk(unit_ids: list[str], product_ids: list[str], scores: np.ndarra
 
 
 def to_ranx_run(frame: pl.DataFrame, name: str = "run") -> Run:
-    run = _frame_to_ranx(frame, Run, np.float64)
+    """A ranx Run whose scores are minus the rank, ties ranked by product id as in ``evaluate_run``: ranx sorts
+    with an unstable argsort, so tied scores would otherwise rank by row order."""
+    ranked = frame.sort(["q_id", "score", "doc_id"], descending=[False, True, False]).with_columns(
+        (-pl.int_range(pl.len()).over("q_id")).cast(pl.Float64).alias("score"))
+    run = _frame_to_ranx(ranked, Run, np.float64)
     run.name = name
     return run
 
@@ -148,7 +154,9 @@ def evaluate_run(targets: EvaluationTargets, run_frame: pl.DataFrame, metrics: l
     """Mean metrics (overall and ``metric[group=g]`` per query group) and a per-query table."""
     metrics = metrics or DEFAULT_METRICS
     check_metrics(metrics)
-    doc_ids = pl.concat([run_frame["doc_id"], *[q["doc_id"] for q in targets.qrels.values()]]).unique()
+    # codes in product-id order: ranx breaks score ties by code, so tied items (common under BM25) rank by
+    # product id on every run instead of by polars' hash order
+    doc_ids = pl.concat([run_frame["doc_id"], *[q["doc_id"] for q in targets.qrels.values()]]).unique().sort()
     doc_codes = pl.DataFrame({"doc_id": doc_ids, "code": np.arange(len(doc_ids), dtype=np.int64)})
     means: dict[str, float] = {}
     per_query: list[pl.DataFrame] = []

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+import ranx
 
-from retrieval_zoo.evaluation import build_targets, evaluate_run, run_from_topk, significance
+from retrieval_zoo.evaluation import build_targets, evaluate_run, run_from_topk, significance, to_ranx_run
 
 JUDGMENTS = pl.DataFrame({
     "query_id": ["q1", "q1", "q1", "q2", "q2", "q3"],
@@ -109,3 +110,17 @@ def test_significance_separates_a_perfect_run_from_a_random_one():
     p = significance(targets, run_from_topk(ids, products, scores, perfect),
                      run_from_topk(ids, products, scores, shuffled), "ndcg@10")
     assert p < 0.01
+
+
+def test_tied_scores_rank_by_product_id_whatever_the_row_order():
+    # q1's exact item "a" ties with "f" at the top: product-id order puts "a" first, so MRR is 1 on every run
+    targets = build_targets(JUDGMENTS, UNITS)
+    tied = pl.DataFrame({"q_id": ["q1"] * 3 + ["q2"] * 2, "doc_id": ["f", "a", "b", "f", "c"],
+                         "score": [1.0, 1.0, 0.5, 2.0, 2.0]})
+    for seed in range(5):
+        shuffled = tied.sample(fraction=1.0, shuffle=True, seed=seed)
+        means, _ = evaluate_run(targets, shuffled, ["mrr@10"])
+        assert means["mrr@10"] == pytest.approx(1.0)
+        # the Run the significance tests use ranks the same way
+        ranx_mrr = ranx.evaluate(targets.ranx_qrels("exact"), to_ranx_run(shuffled), "mrr@10")
+        assert ranx_mrr == pytest.approx(1.0)
