@@ -76,12 +76,16 @@ def history_affinity(run: pl.DataFrame, dataset, attributes: list[str]) -> pl.Da
     return candidates.select("q_id", "doc_id", affinity.alias("affinity"))
 
 
-def rerank(run: pl.DataFrame, affinity: pl.DataFrame, weight: float) -> pl.DataFrame:
-    """The run re-scored as its per-search standardised score + weight x affinity."""
+def with_affinity(run: pl.DataFrame, affinity: pl.DataFrame) -> pl.DataFrame:
+    """The run with its per-search standardised score and each item's affinity (0 where none is known)."""
     standardised = (pl.col("score") - pl.col("score").mean().over("q_id")) / pl.col("score").std().over("q_id")
-    scored = run.join(affinity, on=["q_id", "doc_id"], how="left")
-    return scored.select("q_id", "doc_id", (standardised.fill_nan(0.0) + weight * pl.col("affinity").fill_null(0.0))
-                         .alias("score"))
+    return run.join(affinity, on=["q_id", "doc_id"], how="left").select(
+        "q_id", "doc_id", standardised.fill_nan(0.0).alias("standardised"), pl.col("affinity").fill_null(0.0))
+
+
+def rerank(scored: pl.DataFrame, weight: float) -> pl.DataFrame:
+    """A ``with_affinity`` frame re-scored as standardised score + weight x affinity."""
+    return scored.select("q_id", "doc_id", (pl.col("standardised") + weight * pl.col("affinity")).alias("score"))
 
 
 def parse_attributes(text: str) -> list[str]:
@@ -94,9 +98,10 @@ def parse_attributes(text: str) -> list[str]:
 
 def headroom_table(run: pl.DataFrame, targets, affinity: pl.DataFrame) -> pl.DataFrame:
     """p_recall@100 and ndcg@10 of the re-ranked run per weight, and the p_recall change against weight 0."""
+    scored = with_affinity(run, affinity)
     rows = []
     for weight in WEIGHTS:
-        means, _ = evaluate_run(targets, rerank(run, affinity, weight), ["p_recall@100", "ndcg@10"])
+        means, _ = evaluate_run(targets, rerank(scored, weight), ["p_recall@100", "ndcg@10"])
         rows.append({"weight": weight, "p_recall@100": means["p_recall@100"], "ndcg@10": means["ndcg@10"]})
     table = pl.DataFrame(rows)
     return table.with_columns((pl.col("p_recall@100") / table["p_recall@100"][0] - 1).alias("change"))
@@ -110,6 +115,7 @@ def main() -> None:
     parser.add_argument("--attributes", default=TEXT_ATTRIBUTES,
                         help=f"product columns the history estimate compares (default {TEXT_ATTRIBUTES})")
     args = parser.parse_args()
+    attributes = parse_attributes(args.attributes)
     saved = load_saved_run(args.run_dir)
     if saved is None:
         raise SystemExit(f"error: no run.parquet in {args.run_dir}; run `make bench` for that model first")
@@ -119,7 +125,6 @@ def main() -> None:
     if args.estimate == "oracle":
         affinity, label = oracle_affinity(saved.run, dataset), "oracle (latent) taste"
     else:
-        attributes = parse_attributes(args.attributes)
         affinity, label = history_affinity(saved.run, dataset, attributes), f"taste from history ({', '.join(attributes)})"
     table = headroom_table(saved.run, targets_for(dataset, saved.units), affinity)
     print(f"{args.run_dir} on {args.dataset}: {label} re-ranking of its top {saved.run.height // saved.units.height}")

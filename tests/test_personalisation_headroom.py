@@ -57,9 +57,9 @@ def test_history_affinity_is_the_share_of_earlier_engagements(headroom):
 def test_rerank_moves_the_preferred_item_up_only_with_weight(headroom):
     run = pl.DataFrame({"q_id": ["s2", "s2"], "doc_id": ["pc1", "pa1"], "score": [2.0, 1.0]})
     affinity = pl.DataFrame({"q_id": ["s2", "s2"], "doc_id": ["pc1", "pa1"], "affinity": [0.0, 1.0]})
-    unchanged = headroom.rerank(run, affinity, 0.0).sort("score", descending=True)
+    unchanged = headroom.rerank(headroom.with_affinity(run, affinity), 0.0).sort("score", descending=True)
     assert unchanged["doc_id"].to_list() == ["pc1", "pa1"]
-    moved = headroom.rerank(run, affinity, 2.0).sort("score", descending=True)
+    moved = headroom.rerank(headroom.with_affinity(run, affinity), 2.0).sort("score", descending=True)
     assert moved["doc_id"].to_list() == ["pa1", "pc1"]
 
 
