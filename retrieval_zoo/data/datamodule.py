@@ -11,6 +11,13 @@ A batch is a dict: the unit's query-side tensors (features.py), ``pos_item`` int
 ``stages`` field ``stage_items`` / ``stage_levels`` int64 [B, stage_list_size] (-1 = padding; levels as in
 stages.py, random items at level 0). Item features are gathered by the model from the catalogue
 (``RetrievalModule.item_inputs``), so each batch carries item indices only.
+
+With ``group_by_unit`` (for models whose query tower is the cost, e.g. MGDSPR's behaviour encoders) an epoch
+visits the units in a fresh random order with each unit's examples side by side, and a batch also carries
+``query_batch`` (the query-side tensors of its distinct units, each once), ``query_row`` int64 [B] (each example's
+row in it) and ``pair_unit`` int64 [B] (each example's unit index): the model encodes every search once, and the
+losses mask the same search's other positives, which are positives rather than negatives. Under a distributed
+sampler (DDP) Lightning re-shards the examples, which splits some groups: still correct, only less is shared.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from retrieval_zoo.data.dataset import DatasetError, ProductSearchDataset
 from retrieval_zoo.data.features import (
@@ -44,6 +51,7 @@ class DataSettings:
     stage_random_items: int = 4
     positive_labels: list[str] = field(default_factory=lambda: ["E"])
     max_train_examples: int | None = None
+    group_by_unit: bool = False
     features: FeatureSettings = field(default_factory=FeatureSettings)
 
 
@@ -106,8 +114,13 @@ class RetrievalDataModule(pl.LightningDataModule):
 
     def _loader(self, pairs: tuple[np.ndarray, np.ndarray], shuffle: bool) -> DataLoader:
         collate = TrainingBatches(self, *pairs)
-        generator = torch.Generator().manual_seed(self.seed)
         # drop_last stays False: under DDP each rank sees 1/world of the examples, which may be under a batch
+        if self.settings.group_by_unit:
+            # validation pairs arrive grouped by unit already (stage lists are per unit), so only training shuffles
+            sampler = UnitGroupedSampler(pairs[0], self.seed) if shuffle else None
+            return DataLoader(range(len(pairs[0])), batch_size=self.settings.batch_size, sampler=sampler,
+                              collate_fn=collate)
+        generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(range(len(pairs[0])), batch_size=self.settings.batch_size, shuffle=shuffle,
                           collate_fn=collate, generator=generator)
 
@@ -120,6 +133,27 @@ class RetrievalDataModule(pl.LightningDataModule):
     @property
     def n_train_examples(self) -> int:
         return len(self.train_pairs[0])
+
+
+class UnitGroupedSampler(Sampler[int]):
+    """Example indices with each unit's examples side by side, the units in a fresh random order every epoch."""
+
+    def __init__(self, example_units: np.ndarray, seed: int):
+        self.by_unit = np.argsort(example_units, kind="stable")
+        sorted_units = example_units[self.by_unit]
+        self.starts = np.flatnonzero(np.r_[True, sorted_units[1:] != sorted_units[:-1]])
+        self.sizes = np.diff(np.r_[self.starts, len(sorted_units)])
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.by_unit)
+
+    def __iter__(self):
+        order = self.rng.permutation(len(self.starts))
+        sizes = self.sizes[order]
+        # position p of the new order belongs to group g = order[j]: sorted index starts[g] + (p - first p of j)
+        shift = np.repeat(self.starts[order] - (np.cumsum(sizes) - sizes), sizes)
+        return iter(self.by_unit[shift + np.arange(len(self.by_unit))].tolist())
 
 
 class TrainingBatches:
@@ -137,6 +171,10 @@ class TrainingBatches:
         batch = self.module.units.gather(units)
         batch["pos_item"] = self.items[examples]
         settings = self.module.settings
+        if settings.group_by_unit:
+            distinct, batch["query_row"] = torch.unique(units, return_inverse=True)
+            batch["query_batch"] = self.module.units.gather(distinct)
+            batch["pair_unit"] = units
         n_items = len(self.module.catalog)
         if settings.n_random_negatives:
             batch["random_items"] = torch.as_tensor(self.rng.integers(0, n_items, settings.n_random_negatives))

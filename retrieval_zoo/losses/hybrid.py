@@ -102,7 +102,8 @@ class HybridLoss(nn.Module):
     def forward(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
                 module) -> dict[str, torch.Tensor]:
         random_vectors = sampled_negatives(batch, module, self.use_random_negatives)  # reused by the triplet
-        logits, targets = in_batch_logits(queries, positives, batch["pos_item"], random_vectors)
+        logits, targets = in_batch_logits(queries, positives, batch["pos_item"], random_vectors,
+                                          batch.get("pair_unit"))
         softmax = softmax_cross_entropy(logits, targets, self.temperature)
         triplet = queries.new_zeros(())
         if self.triplet_weight > 0:

@@ -107,7 +107,8 @@ class MultiGrainedLoss(nn.Module):
     def retrieval_loss(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
                        random_vectors: torch.Tensor | None) -> torch.Tensor:
         """Global comparison: softmax over every rank's positives + the shared random items."""
-        logits, targets = in_batch_logits(queries, positives, batch["pos_item"], random_vectors)
+        logits, targets = in_batch_logits(queries, positives, batch["pos_item"], random_vectors,
+                                          batch.get("pair_unit"))
         if random_vectors is not None:
             n_random = len(random_vectors)
             hit = batch["pos_item"][:, None] == batch["random_items"][None, :]

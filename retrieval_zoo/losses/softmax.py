@@ -5,7 +5,8 @@ open_clip's ClipLoss does) and, optionally, with ``random_items`` sampled from t
 Yang et al., WWW 2020). Logits are inner products divided by the temperature tau: with unnormalised vectors a
 large tau smooths noisy click labels (MGDSPR, Li et al. KDD 2021, uses tau = 2); with normalised vectors a small
 tau (~0.05) sharpens cosine similarities. A batch item identical to a query's own positive is masked, so a
-repeated popular item is never its own negative.
+repeated popular item is never its own negative (nor, in ``data.group_by_unit`` batches, the same search's
+other positives).
 
 Inputs: query vectors [B, d], positive item vectors [B, d], the batch (``pos_item``; ``random_items`` when the
 data config asks for sampled negatives), and the RetrievalModule (to encode sampled items).
@@ -26,10 +27,13 @@ from retrieval_zoo.distributed import gather_indices, gather_with_grad, world
 
 
 def in_batch_logits(queries: torch.Tensor, positives: torch.Tensor, pos_item: torch.Tensor,
-                    extra_items: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    extra_items: torch.Tensor | None = None,
+                    pair_unit: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits of each local query against every rank's positives (+ extra items), and the target columns.
 
-    Columns of other queries' positives that are the same catalogue item as the row's own positive get -inf.
+    Columns of other queries' positives that are the same catalogue item as the row's own positive get -inf,
+    and so do, given ``pair_unit`` (each row's unit; ``data.group_by_unit`` batches), the other positives of
+    the row's own unit: they are items the same search engaged with, not negatives.
     """
     rank, _ = world()
     all_positives = gather_with_grad(positives)
@@ -37,6 +41,8 @@ def in_batch_logits(queries: torch.Tensor, positives: torch.Tensor, pos_item: to
     targets = torch.arange(len(queries), device=queries.device) + rank * len(queries)
     logits = queries @ all_positives.T
     duplicate = pos_item[:, None] == all_ids[None, :]
+    if pair_unit is not None:
+        duplicate |= pair_unit[:, None] == gather_indices(pair_unit)[None, :]
     duplicate[torch.arange(len(queries)), targets] = False
     logits = logits.masked_fill(duplicate, float("-inf"))
     if extra_items is not None:
@@ -55,7 +61,7 @@ def batch_logits(queries: torch.Tensor, positives: torch.Tensor, batch: dict[str
                  use_random_negatives: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``in_batch_logits`` with the batch's sampled ``random_items`` appended when asked for and present."""
     extra = sampled_negatives(batch, module, use_random_negatives)
-    return in_batch_logits(queries, positives, batch["pos_item"], extra)
+    return in_batch_logits(queries, positives, batch["pos_item"], extra, batch.get("pair_unit"))
 
 
 def softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -135,7 +135,10 @@ class RetrievalModule(pl.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(batch["pos_item"]))
 
     def _losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        queries = self.encode_queries(batch)
+        if "query_batch" in batch:  # data.group_by_unit: each search encoded once, one row per positive
+            queries = self.encode_queries(batch["query_batch"])[batch["query_row"]]
+        else:
+            queries = self.encode_queries(batch)
         positives = self.encode_item_indices(batch["pos_item"])
         losses = self.loss(queries, positives, batch, self)
         return losses if isinstance(losses, dict) else {"loss": losses}
