@@ -112,14 +112,15 @@ def test_catalogue_encoding_is_sharded_per_rank_and_gathered():
 
 
 @pytest.mark.slow
-def test_lightning_ddp_training_on_cpu(tmp_path):
+@pytest.mark.parametrize("group_by_unit", [False, True])  # True: Lightning re-shards the grouping sampler
+def test_lightning_ddp_training_on_cpu(tmp_path, group_by_unit):
     import retrieval_zoo as rz
 
     [result] = rz.run_benchmark(
         "light_two_tower", "simshop-tiny", seeds=1, results_dir=tmp_path, wandb="disabled", progress=False,
         print_table=False,
         overrides=["trainer.devices=2", "trainer.strategy=ddp_spawn", "trainer.accelerator=cpu",
-                   "trainer.max_steps=2", "trainer.limit_val_batches=0"],
+                   "trainer.max_steps=2", "trainer.limit_val_batches=0", f"data.group_by_unit={group_by_unit}"],
     )
     assert result.costs["train_seconds"] > 0
     assert math.isfinite(result.metrics["ndcg@10"])
