@@ -44,7 +44,9 @@ also directly into the item fusion (``image_in_fusion``, our addition: without i
 VBert 1 layer, Light-BERT 2; triplet margin 0.2 on the cosine distance, weight 0.5, softmax weight 1,
 temperature 0.05, 128 sampled negatives (``loss.*``, ``data.n_random_negatives``); the hard negative is the
 closest in-batch or sampled item of another query (``stage_negatives``: the closest unclicked item of the same
-search); profile = last 20 real-time items, attention pooling, its additive path zero-initialised; the
+search); profile = last 20 real-time items, attention pooling, its additive path zero-initialised (switches
+tried and left off, as none changed recall: ``profile_null_slot``, ``profile_in_gate: false``,
+``profile_detach``); the
 simshop image tower is frozen at random init (linear probe on its features: colour 1.00, print style 0.65,
 majority class 0.30).
 
@@ -211,9 +213,10 @@ class GatedFusion(nn.Module):
         logits = self.gate(torch.cat([outputs.flatten(1), context], dim=1)) / self.gate_temperature
         return torch.softmax(logits.masked_fill(~available, float("-inf")), dim=1)
 
-    def forward(self, outputs: torch.Tensor, available: torch.Tensor,
-                context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        weights = self.weights(outputs, available, context)
+    def forward(self, outputs: torch.Tensor, available: torch.Tensor, context: torch.Tensor,
+                gate_context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``gate_context`` (default: ``context``) is what the gate sees next to the experts' outputs."""
+        weights = self.weights(outputs, available, context if gate_context is None else gate_context)
         if self.fusion == "gate":
             mixed = (weights.unsqueeze(-1) * outputs).sum(1)
         else:
@@ -226,10 +229,11 @@ class GatedFusion(nn.Module):
 class UserProfile(nn.Module):
     """The user's recently clicked items (title, image, category) pooled into one vector."""
 
-    def __init__(self, width: int, length: int, pooling: str):
+    def __init__(self, width: int, length: int, pooling: str, null_slot: bool = False):
         super().__init__()
         self.length = length
         self.pooling = pooling
+        self.null_slot = null_slot
         self.query = nn.Linear(width, width, bias=False)
         self.key = nn.Linear(width, width, bias=False)
 
@@ -237,6 +241,11 @@ class UserProfile(nn.Module):
         """``items`` [B, L, width] with ``mask`` [B, L]; ``anchor`` [B, width] (the query) steers attention."""
         if self.pooling == "mean":
             return masked_mean(items, mask)
+        if self.null_slot:
+            # MGDSPR's prepended zero vector: attention may settle on "none of these" (score 0, value 0), so an
+            # unrelated history dilutes towards nothing instead of being forced into the query
+            items = torch.cat([items.new_zeros(len(items), 1, items.shape[-1]), items], dim=1)
+            mask = torch.cat([mask.new_ones(len(mask), 1), mask], dim=1)
         scores = (self.key(items) @ self.query(anchor).unsqueeze(-1)).squeeze(-1) / math.sqrt(items.shape[-1])
         weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1).nan_to_num(0.0)
         return (weights.unsqueeze(-1) * items).sum(1)
@@ -282,7 +291,7 @@ class QueryTower(nn.Module):
         self._owner = [owner]
         width = owner.width
         self.visual_placeholder = nn.Parameter(torch.randn(width) * 0.02)  # a query has no picture
-        self.profile = UserProfile(width, owner.profile_length, owner.profile_pooling)
+        self.profile = UserProfile(width, owner.profile_length, owner.profile_pooling, owner.profile_null_slot)
         self.fusion = GatedFusion(len(EXPERTS), width, owner.dim, owner.fusion, owner.gate_temperature)
         # The profile's additive path starts as a no-op: the query vector is the query's meaning first, and the
         # user's history moves it only as far as training finds that it helps (it always informs the gate).
@@ -302,8 +311,13 @@ class QueryTower(nn.Module):
         context = torch.zeros_like(outputs[:, 0])
         if owner.use_profile and "hist_realtime" in batch:
             anchor = (outputs * available.unsqueeze(-1)).sum(1) / available.sum()
-            context = self.profile(*owner.history_items(batch["hist_realtime"][:, -owner.profile_length:]), anchor)
-        return self.fusion(outputs, available, context)
+            items, mask = owner.history_items(batch["hist_realtime"][:, -owner.profile_length:])
+            if owner.profile_detach:
+                # the history is read through the shared experts, table and adaptor, but trains only the profile
+                items, anchor = items.detach(), anchor.detach()
+            context = self.profile(items, mask, anchor)
+        gate_context = None if owner.profile_in_gate else torch.zeros_like(context)
+        return self.fusion(outputs, available, context, gate_context)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.forward_with_weights(batch)[0]
@@ -321,6 +335,7 @@ class MRSE(TwoTowerModel):
                  use_image: bool = True, image_encoder: str = "simshop-vit-tiny", image_checkpoint: str | None = None,
                  image_encoder_seed: int = 0, image_pretrain_epochs: int = 0, image_token_stats: bool = True,
                  use_profile: bool = True, profile_length: int = 20, profile_pooling: str = "attention",
+                 profile_null_slot: bool = False, profile_in_gate: bool = True, profile_detach: bool = False,
                  image_in_fusion: bool = True, item_token_dropout: float = 0.0, stage_negatives: bool = False,
                  pretrained_sentence: bool = False):
         super().__init__()
@@ -334,6 +349,8 @@ class MRSE(TwoTowerModel):
         self.image_in_fusion = image_in_fusion
         self.item_token_dropout = item_token_dropout
         self.profile_length, self.profile_pooling = profile_length, profile_pooling
+        self.profile_null_slot, self.profile_in_gate = profile_null_slot, profile_in_gate
+        self.profile_detach = profile_detach
         self.pretrained_sentence = pretrained_sentence
         self.image_spec = ImageEncoderSpec(name=image_encoder, checkpoint=image_checkpoint, seed=image_encoder_seed,
                                            pretrain_epochs=image_pretrain_epochs, token_stats=image_token_stats)

@@ -118,6 +118,70 @@ def test_experts_handle_an_empty_text():
         assert outputs.shape == (2, 3, 16) and torch.isfinite(outputs).all()
 
 
+# -- the user profile -------------------------------------------------------------------------------------
+def test_profile_null_slot_lets_attention_choose_nothing():
+    from retrieval_zoo.models.mrse import UserProfile
+
+    torch.manual_seed(0)
+    items, anchor = torch.randn(3, 4, 8), torch.randn(3, 8)
+    mask = torch.tensor([[True, True, False, False], [False] * 4, [True] * 4])
+    plain, null = UserProfile(8, 4, "attention"), UserProfile(8, 4, "attention", null_slot=True)
+    null.load_state_dict(plain.state_dict())
+    # padding is never attended: changing a padded item changes nothing
+    moved = items.clone()
+    moved[0, 2:] += 100.0
+    torch.testing.assert_close(null(moved, mask, anchor), null(items, mask, anchor))
+    # an empty history gives the zero vector either way
+    assert (plain(items, mask, anchor)[1] == 0).all() and (null(items, mask, anchor)[1] == 0).all()
+    # with the null slot the pooled vector is the plain one shrunk by the share the null slot takes:
+    # softmax over [0, s_1..s_n] puts 1 / (1 + sum exp s) on "nothing"
+    scores = (null.key(items) @ null.query(anchor).unsqueeze(-1)).squeeze(-1) / math.sqrt(8)
+    kept = 1 - 1 / (1 + scores.exp().masked_fill(~mask, 0).sum(1))
+    torch.testing.assert_close(null(items, mask, anchor), kept[:, None] * plain(items, mask, anchor))
+
+
+def test_profile_can_be_kept_out_of_the_gate():
+    from retrieval_zoo.models.mrse import GatedFusion
+
+    torch.manual_seed(0)
+    fusion = GatedFusion(3, 8, 16, "gate", 1.0)
+    outputs, available = torch.randn(2, 3, 8), torch.tensor([True, True, True])
+    profile = torch.randn(2, 8)
+    torch.nn.init.normal_(fusion.context.weight)  # the model zero-initialises it; any weights will do here
+    with_profile = fusion(outputs, available, profile)[1]
+    kept_out = fusion(outputs, available, profile, gate_context=torch.zeros_like(profile))[1]
+    no_profile = fusion(outputs, available, torch.zeros_like(profile))[1]
+    torch.testing.assert_close(kept_out, no_profile)  # the gate ignores the profile
+    assert not torch.allclose(with_profile, no_profile)
+    # while the profile still moves the vector through the additive path
+    moved = fusion(outputs, available, profile, gate_context=torch.zeros_like(profile))[0]
+    assert not torch.allclose(moved, fusion(outputs, available, torch.zeros_like(profile))[0])
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_profile_detach_keeps_the_profile_gradient_out_of_the_shared_parts(detach):
+    from retrieval_zoo.data import load_dataset
+    from retrieval_zoo.data.features import dataset_fields
+    from retrieval_zoo.models import build_model, load_config
+    from retrieval_zoo.runner import data_settings
+
+    tiny = load_dataset("simshop-tiny")
+    config = load_config("mrse", overrides={"model": {"use_image": False, "n_buckets": 1000, "profile_detach": detach}})
+    module = build_model(config)
+    fields = module.required_fields | (module.optional_fields & dataset_fields(tiny))
+    datamodule = RetrievalDataModule(tiny, fields, data_settings(config["data"]), seed=0)
+    module.attach(datamodule)
+    model = module.model
+    torch.nn.init.normal_(model.query_tower.fusion.context.weight)  # zero at init: open the additive path
+    batch = datamodule.units.gather(torch.arange(32))
+    assert (batch["hist_realtime"] >= 0).any()
+    model.encode_queries(batch).sum().backward()
+    # a query has no category: the category table is reached only through the profile's items
+    reached = model.categories.weight.grad is not None and model.categories.weight.grad.abs().sum() > 0
+    assert reached != detach
+    assert model.query_tower.profile.key.weight.grad.abs().sum() > 0  # the profile itself still learns
+
+
 # -- end to end -------------------------------------------------------------------------------------------
 def finite_metrics(result) -> None:
     assert result.metrics and all(math.isfinite(v) for v in result.metrics.values())
