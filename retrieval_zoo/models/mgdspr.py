@@ -51,6 +51,8 @@ with temperature tau = 2 plus mixed hard negatives (see the loss module).
 - Long-term sets: mean per action type (click, order, collect) per attribute (``long_term: action_sets``), or
   attention over every action (``long_term: sequence``).
 - Without the fusion encoder (ablations) the query vector is the sum of every block's last ("sum") row.
+  ``fusion_residual`` (off: not the paper's; variants ``residual_fusion`` and ``residual_fusion_no_user``) adds
+  the fusion output to that sum instead of replacing it (see the model card for what it does on simshop).
 - Tables start N(0, 1/d) (``embedding_std``); the item-id table is sized from the catalogue in ``prepare``.
   Large tables get sparse gradients (``sparse_gradients``; set false for NCCL DDP or Adam).
 - AdaGrad (lr 0.1, the paper's) with its accumulator at 1e-4 (``optimizer.initial_accumulator_value``): torch's
@@ -506,11 +508,12 @@ class FusionEncoder(nn.Module):
 
 class MGDSPRQueryTower(nn.Module):
     def __init__(self, unit: MultiGranularUnit, behaviour: BehaviourAttention | None,
-                 fusion: FusionEncoder | None, sentence: PretrainedStart | None):
+                 fusion: FusionEncoder | None, sentence: PretrainedStart | None, fusion_residual: bool = False):
         super().__init__()
         self.unit = unit
         self.behaviour = behaviour
         self.fusion = fusion
+        self.fusion_residual = fusion_residual
         self.sentence = sentence
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -518,10 +521,13 @@ class MGDSPRQueryTower(nn.Module):
         blocks = [q_mgs]
         if self.behaviour is not None and "hist_realtime" in batch:
             blocks += self.behaviour(q_mgs, batch)
-        if self.fusion is not None:
+        summed = torch.stack([block[:, -1] for block in blocks]).sum(0)  # each block's last ("sum") row
+        if self.fusion is None:  # ablation without fusion
+            vector = summed
+        elif self.fusion_residual:  # the fusion output refines the sum instead of replacing it
+            vector = summed + self.fusion(blocks)
+        else:
             vector = self.fusion(blocks)
-        else:  # ablation without fusion: each block's last ("sum") row, summed
-            vector = torch.stack([block[:, -1] for block in blocks]).sum(0)
         if self.sentence is not None:
             vector = self.sentence(vector, batch["query_sentence"])
         return vector
@@ -573,7 +579,7 @@ class MGDSPR(TwoTowerModel):
                  behaviour: bool = True, fusion: bool = True, char_ngram: int = 3, char_buckets: int = 65_536,
                  word_buckets: int = 65_536, query_max_words: int = 12, title_max_words: int = 32,
                  char_max_grams: int = 64, share_word_table: bool = True, query_layers: int = 1,
-                 fusion_layers: int = 1, lstm_layers: int = 2, lstm_dropout: float = 0.2, dropout: float = 0.0,
+                 fusion_layers: int = 1, fusion_residual: bool = False, lstm_layers: int = 2, lstm_dropout: float = 0.2, dropout: float = 0.0,
                  long_term: str = "action_sets", side_features: bool = True, behaviour_items: str = "id",
                  item_id: bool = True,
                  pretrained_subwords: bool = False, freeze_pretrained: bool = True,
@@ -603,7 +609,7 @@ class MGDSPR(TwoTowerModel):
                                         lstm_dropout, dropout, long_term) if behaviour else None)
         fuser = FusionEncoder(dim, heads, fusion_layers, dropout) if fusion else None
         self.query_tower = MGDSPRQueryTower(unit, attention, fuser,
-                                            PretrainedStart(dim) if pretrained_sentence else None)
+                                            PretrainedStart(dim) if pretrained_sentence else None, fusion_residual)
         # only the inputs a configuration uses are built (the no-user form asks for no history at all)
         optional = set(ATTRIBUTES) if behaviour and side_features else set()
         if behaviour:

@@ -173,10 +173,29 @@ def test_id_only_behaviour_items_and_cosine_vectors(tiny, batch):
     assert torch.allclose(items.norm(dim=1), torch.ones(len(items)), atol=1e-5)
 
 
+def blocks_of(module, batch):
+    tower = module.model.query_tower
+    q_mgs = tower.unit(batch)
+    return [q_mgs, *tower.behaviour(q_mgs, batch)]
+
+
+def test_residual_fusion_adds_the_fusion_output_to_the_sum_rows(tiny, batch):
+    residual, _ = build(tiny, fusion_residual=True)
+    plain, _ = build(tiny)
+    with torch.no_grad():
+        for module in (residual, plain):
+            tower, blocks = module.model.query_tower, blocks_of(module, batch)
+            fused = tower.fusion(blocks)
+            summed = torch.stack([block[:, -1] for block in blocks]).sum(0)
+            # the paper's form is the [CLS] output alone; the residual form adds it to the blocks' sum rows
+            expected = summed + fused if module is residual else fused
+            torch.testing.assert_close(tower(batch), expected)
+
+
 # -- configuration ------------------------------------------------------------------------------------------
 def test_variants_resolve_and_the_ladder_is_ordered():
     assert list_variants("mgdspr") == ["default", "base", "mgs", "behaviour", "fusion", "tau", "no_user",
-                                       "pretrained"]
+                                       "residual_fusion", "residual_fusion_no_user", "pretrained"]
     switches = ("multi_granular", "behaviour", "fusion")
     ladder = []
     for variant in ("base", "mgs", "behaviour", "fusion", "tau", "default"):
