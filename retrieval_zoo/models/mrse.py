@@ -44,9 +44,10 @@ also directly into the item fusion (``image_in_fusion``, our addition: without i
 VBert 1 layer, Light-BERT 2; triplet margin 0.2 on the cosine distance, weight 0.5, softmax weight 1,
 temperature 0.05, 128 sampled negatives (``loss.*``, ``data.n_random_negatives``); the hard negative is the
 closest in-batch or sampled item of another query (``stage_negatives``: the closest unclicked item of the same
-search); profile = last 20 real-time items, attention pooling, its additive path zero-initialised (switches
-tried and left off, as none changed recall: ``profile_null_slot``, ``profile_in_gate: false``,
-``profile_detach``); the
+search); profile = last 20 real-time items, attention pooling, entering both the query gate and (through a
+zero-initialised projection) the query vector (``profile_path: both``; ``gate``: the gate only, variant
+``profile_gate``, which recovers the ``no_profile`` recall; switches tried and left off, as none changed
+recall: ``profile_null_slot``, ``profile_path: additive``, ``profile_detach``); the
 simshop image tower is frozen at random init (linear probe on its features: colour 1.00, print style 0.65,
 majority class 0.30).
 
@@ -82,6 +83,7 @@ from retrieval_zoo.models.image_features import ImageEncoderSpec, cached_image_f
 EXPERTS = ("vbert", "ftatt", "lightbert")
 FUSIONS = ("gate", "concat")
 POOLINGS = ("attention", "mean")
+PROFILE_PATHS = ("both", "gate", "additive")  # where the user profile enters the query tower
 
 
 def trim_padding(ids: torch.Tensor) -> torch.Tensor:
@@ -316,8 +318,9 @@ class QueryTower(nn.Module):
                 # the history is read through the shared experts, table and adaptor, but trains only the profile
                 items, anchor = items.detach(), anchor.detach()
             context = self.profile(items, mask, anchor)
-        gate_context = None if owner.profile_in_gate else torch.zeros_like(context)
-        return self.fusion(outputs, available, context, gate_context)
+        gate_context = torch.zeros_like(context) if owner.profile_path == "additive" else context
+        additive = torch.zeros_like(context) if owner.profile_path == "gate" else context
+        return self.fusion(outputs, available, additive, gate_context)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.forward_with_weights(batch)[0]
@@ -335,7 +338,7 @@ class MRSE(TwoTowerModel):
                  use_image: bool = True, image_encoder: str = "simshop-vit-tiny", image_checkpoint: str | None = None,
                  image_encoder_seed: int = 0, image_pretrain_epochs: int = 0, image_token_stats: bool = True,
                  use_profile: bool = True, profile_length: int = 20, profile_pooling: str = "attention",
-                 profile_null_slot: bool = False, profile_in_gate: bool = True, profile_detach: bool = False,
+                 profile_null_slot: bool = False, profile_path: str = "both", profile_detach: bool = False,
                  image_in_fusion: bool = True, item_token_dropout: float = 0.0, stage_negatives: bool = False,
                  pretrained_sentence: bool = False):
         super().__init__()
@@ -343,13 +346,15 @@ class MRSE(TwoTowerModel):
             raise ValueError(f"unknown fusion '{fusion}'; valid: {', '.join(FUSIONS)}")
         if profile_pooling not in POOLINGS:
             raise ValueError(f"unknown profile_pooling '{profile_pooling}'; valid: {', '.join(POOLINGS)}")
+        if profile_path not in PROFILE_PATHS:
+            raise ValueError(f"unknown profile_path '{profile_path}'; valid: {', '.join(PROFILE_PATHS)}")
         self.dim, self.width, self.fusion = dim, width, fusion
         self.gate_temperature = gate_temperature
         self.use_image, self.use_profile = use_image, use_profile
         self.image_in_fusion = image_in_fusion
         self.item_token_dropout = item_token_dropout
         self.profile_length, self.profile_pooling = profile_length, profile_pooling
-        self.profile_null_slot, self.profile_in_gate = profile_null_slot, profile_in_gate
+        self.profile_null_slot, self.profile_path = profile_null_slot, profile_path
         self.profile_detach = profile_detach
         self.pretrained_sentence = pretrained_sentence
         self.image_spec = ImageEncoderSpec(name=image_encoder, checkpoint=image_checkpoint, seed=image_encoder_seed,

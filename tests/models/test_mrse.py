@@ -158,23 +158,45 @@ def test_profile_can_be_kept_out_of_the_gate():
     assert not torch.allclose(moved, fusion(outputs, available, torch.zeros_like(profile))[0])
 
 
-@pytest.mark.parametrize("detach", [False, True])
-def test_profile_detach_keeps_the_profile_gradient_out_of_the_shared_parts(detach):
+def tiny_text_mrse(**model_keys):
+    """An MRSE attached to simshop-tiny (users, no images), its additive profile path opened, and 32 searches."""
     from retrieval_zoo.data import load_dataset
     from retrieval_zoo.data.features import dataset_fields
     from retrieval_zoo.models import build_model, load_config
     from retrieval_zoo.runner import data_settings
 
     tiny = load_dataset("simshop-tiny")
-    config = load_config("mrse", overrides={"model": {"use_image": False, "n_buckets": 1000, "profile_detach": detach}})
+    config = load_config("mrse", overrides={"model": {"use_image": False, "n_buckets": 1000, **model_keys}})
     module = build_model(config)
     fields = module.required_fields | (module.optional_fields & dataset_fields(tiny))
     datamodule = RetrievalDataModule(tiny, fields, data_settings(config["data"]), seed=0)
     module.attach(datamodule)
-    model = module.model
-    torch.nn.init.normal_(model.query_tower.fusion.context.weight)  # zero at init: open the additive path
+    torch.nn.init.normal_(module.model.query_tower.fusion.context.weight)  # zero at init: open the additive path
     batch = datamodule.units.gather(torch.arange(32))
     assert (batch["hist_realtime"] >= 0).any()
+    return module.model, batch
+
+
+@pytest.mark.parametrize("path", ["both", "gate", "additive"])
+def test_profile_path_decides_where_the_profile_enters(path):
+    model, batch = tiny_text_mrse(profile_path=path)
+    model.eval()
+    tower = model.query_tower
+    without_history = {k: v for k, v in batch.items() if not k.startswith("hist_")}
+    with torch.no_grad():
+        vectors, weights = tower.forward_with_weights(batch)
+        plain_weights = tower.forward_with_weights(without_history)[1]
+        torch.nn.init.zeros_(tower.fusion.context.weight)  # close the additive path again
+        closed = tower(batch)
+    assert (not torch.allclose(weights, plain_weights)) == (path != "additive")  # the gate reads the profile
+    assert (not torch.allclose(vectors, closed)) == (path != "gate")  # the profile is added to the vector
+    with pytest.raises(ValueError, match="profile_path"):
+        MRSE(profile_path="everywhere")
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_profile_detach_keeps_the_profile_gradient_out_of_the_shared_parts(detach):
+    model, batch = tiny_text_mrse(profile_detach=detach)
     model.encode_queries(batch).sum().backward()
     # a query has no category: the category table is reached only through the profile's items
     reached = model.categories.weight.grad is not None and model.categories.weight.grad.abs().sum() > 0
