@@ -157,7 +157,8 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
               *(EXTRA_COST_COLUMNS[c] for c in extra)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.iter_rows(named=True):
-        cells = [row["model"] + (" (baseline)" if str(row.get("baseline")) == "true" else ""), row["variant"]]
+        # the flag is the text "true" in a fresh board and a bool once polars has read the csv back
+        cells = [row["model"] + (" (baseline)" if str(row.get("baseline")).lower() == "true" else ""), row["variant"]]
         for metric in metrics:
             cells.append(_mean_sd(row.get(metric), row.get(f"{metric}_sd")) + _marker(row, metric))
         cells += [_count(row.get("params")), _num(row.get("train_pairs_per_s"), 0), _num(row.get("encode_items_per_s"), 0),

@@ -32,3 +32,12 @@ def test_one_off_image_costs_are_shown_only_where_a_row_has_them(tmp_path):
     assert "| 96.3 | 14.7 |" in text
     without = write_markdown(tmp_path, frame.drop("image_features_per_s", "image_cache_mb"))
     assert "image feats/s" not in without and "per query group" not in without
+
+
+def test_baselines_are_labelled_whether_the_board_is_fresh_or_read_back_from_csv(tmp_path):
+    frame = board([{"model": "bm25", "variant": "default", "seed": "0", "baseline": "true"},
+                   {"model": "mine", "variant": "default", "seed": "0"}])
+    frame.write_csv(leaderboard_path(tmp_path))
+    for text in (write_markdown(tmp_path, frame), write_markdown(tmp_path)):  # in memory, then from the csv
+        assert "| bm25 (baseline) | default |" in text
+        assert "| mine | default |" in text
