@@ -296,7 +296,8 @@ class QueryTower(nn.Module):
         self.profile = UserProfile(width, owner.profile_length, owner.profile_pooling, owner.profile_null_slot)
         self.fusion = GatedFusion(len(EXPERTS), width, owner.dim, owner.fusion, owner.gate_temperature)
         # The profile's additive path starts as a no-op: the query vector is the query's meaning first, and the
-        # user's history moves it only as far as training finds that it helps (it always informs the gate).
+        # user's history moves it only as far as training finds that it helps (``profile_path`` says whether the
+        # profile also, or only, informs the gate).
         nn.init.zeros_(self.fusion.context.weight)
         self.sentence = PretrainedStart(owner.dim) if owner.pretrained_sentence else None
 
