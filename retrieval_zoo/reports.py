@@ -143,8 +143,11 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
     # one-off costs some models report (MRSE's image-feature extraction), shown where a row has them
     extra = [c for c in EXTRA_COST_COLUMNS if _has_values(board, c)]
     table = aggregate(board, metrics + ["train_pairs_per_s", "encode_items_per_s", "query_latency_ms", *extra])
+    # the flag as text, as significance.py reads it: a csv read back types it bool, a fresh board as "true"
+    flag = [pl.col("baseline").cast(pl.Utf8).first()] if "baseline" in board.columns else []
     firsts = board.group_by("dataset", "model", "variant").agg(
-        *[pl.col(c).first() for c in ["baseline", "params", "index", "index_mb", "compared_to"] if c in board.columns],
+        *flag,
+        *[pl.col(c).first() for c in ["params", "index", "index_mb", "compared_to"] if c in board.columns],
         *[_significance_marker(board, m).alias(f"sig_{m}") for m in metrics])
     table = table.join(firsts, on=["dataset", "model", "variant"], how="left")
     seeds = sorted(set(board["seed"].to_list()))
@@ -157,8 +160,7 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
               *(EXTRA_COST_COLUMNS[c] for c in extra)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.iter_rows(named=True):
-        # the flag is the text "true" in a fresh board and a bool once polars has read the csv back
-        cells = [row["model"] + (" (baseline)" if str(row.get("baseline")).lower() == "true" else ""), row["variant"]]
+        cells = [row["model"] + (" (baseline)" if row.get("baseline") == "true" else ""), row["variant"]]
         for metric in metrics:
             cells.append(_mean_sd(row.get(metric), row.get(f"{metric}_sd")) + _marker(row, metric))
         cells += [_count(row.get("params")), _num(row.get("train_pairs_per_s"), 0), _num(row.get("encode_items_per_s"), 0),

@@ -506,6 +506,11 @@ class FusionEncoder(nn.Module):
         return self.encoder(rows + self.slots[: rows.shape[1]])[:, 0]
 
 
+def sum_rows(blocks: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of every block's last ("sum") row: the query vector without (or under) the fusion encoder."""
+    return torch.stack([block[:, -1] for block in blocks]).sum(0)
+
+
 class MGDSPRQueryTower(nn.Module):
     def __init__(self, unit: MultiGranularUnit, behaviour: BehaviourAttention | None,
                  fusion: FusionEncoder | None, sentence: PretrainedStart | None, fusion_residual: bool = False):
@@ -521,11 +526,10 @@ class MGDSPRQueryTower(nn.Module):
         blocks = [q_mgs]
         if self.behaviour is not None and "hist_realtime" in batch:
             blocks += self.behaviour(q_mgs, batch)
-        summed = torch.stack([block[:, -1] for block in blocks]).sum(0)  # each block's last ("sum") row
         if self.fusion is None:  # ablation without fusion
-            vector = summed
+            vector = sum_rows(blocks)
         elif self.fusion_residual:  # the fusion output refines the sum instead of replacing it
-            vector = summed + self.fusion(blocks)
+            vector = sum_rows(blocks) + self.fusion(blocks)
         else:
             vector = self.fusion(blocks)
         if self.sentence is not None:
