@@ -44,10 +44,11 @@ also directly into the item fusion (``image_in_fusion``, our addition: without i
 VBert 1 layer, Light-BERT 2; triplet margin 0.2 on the cosine distance, weight 0.5, softmax weight 1,
 temperature 0.05, 128 sampled negatives (``loss.*``, ``data.n_random_negatives``); the hard negative is the
 closest in-batch or sampled item of another query (``stage_negatives``: the closest unclicked item of the same
-search); profile = last 20 real-time items, attention pooling, entering both the query gate and (through a
-zero-initialised projection) the query vector (``profile_path: both``; ``gate``: the gate only, variant
-``profile_gate``, which recovers the ``no_profile`` recall; switches tried and left off, as none changed
-recall: ``profile_null_slot``, ``profile_path: additive``, ``profile_detach``); the
+search); profile = last 20 real-time items, attention pooling, steering the query gate only
+(``profile_path: gate``; ``both``, variant ``profile_both``, also adds it to the query vector through a
+zero-initialised projection, which cost 0.8 points of recall@100; with ``fusion: concat`` there is no gate and
+the profile is off, with a warning; switches tried and left off, as none changed recall:
+``profile_null_slot``, ``profile_path: additive``, ``profile_detach``); the
 simshop image tower is frozen at random init (linear probe on its features: colour 1.00, print style 0.65,
 majority class 0.30).
 
@@ -59,17 +60,18 @@ Input mapping: simshop - title tokens and hashed n-grams, category, 32 x 32 pict
 cached), ``hist_realtime``; SQID/ESCI with an ``image_features`` table - the precomputed CLIP vectors replace
 the encoder; Icecat/ESCI without images - VBert is skipped (text experts only) and, without users, the profile.
 
-Measured (single seed, seed 0, simshop, 2 busy CPU cores; docs/models/mrse.md has every number): recall@100
-0.651 (light_two_tower 0.635, bm25 0.630, minilm_finetune 0.627, minilm_zeroshot 0.597); on image_attr queries
-0.936 vs 0.866 for ``text_only`` (+8%; recall@10 +32%), text_attr and broad unchanged; on simshop-alltext the
-recall@100 gain shrinks to +1.7%. ``no_profile`` is better still (0.656), ``concat`` on par (0.648), the
-triplet term neutral. 15.4M parameters, 255-440 training pairs/s, image features 96 images/s (one-off),
-cache 14.7 MB.
+Measured (3 seeds, simshop, 2 CPU cores; docs/models/mrse.md has every number): recall@100 0.653, ahead
+of every baseline in every seed (light_two_tower/pretrained 0.639, bm25 0.630); on image_attr queries 0.938
+vs 0.870 for ``text_only`` (+7.8%; recall@10 +41%), text_attr and broad unchanged; on simshop-alltext the
+recall@100 gain shrinks to +1.6%. ``no_profile`` is level (0.653), ``profile_both`` lower (0.645), ``concat``
+0.648, the triplet term neutral. 15.4M parameters, ~1,000 training pairs/s, image features 96 images/s
+(one-off), cache 14.7 MB.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -339,7 +341,7 @@ class MRSE(TwoTowerModel):
                  use_image: bool = True, image_encoder: str = "simshop-vit-tiny", image_checkpoint: str | None = None,
                  image_encoder_seed: int = 0, image_pretrain_epochs: int = 0, image_token_stats: bool = True,
                  use_profile: bool = True, profile_length: int = 20, profile_pooling: str = "attention",
-                 profile_null_slot: bool = False, profile_path: str = "both", profile_detach: bool = False,
+                 profile_null_slot: bool = False, profile_path: str = "gate", profile_detach: bool = False,
                  image_in_fusion: bool = True, item_token_dropout: float = 0.0, stage_negatives: bool = False,
                  pretrained_sentence: bool = False):
         super().__init__()
@@ -349,6 +351,11 @@ class MRSE(TwoTowerModel):
             raise ValueError(f"unknown profile_pooling '{profile_pooling}'; valid: {', '.join(POOLINGS)}")
         if profile_path not in PROFILE_PATHS:
             raise ValueError(f"unknown profile_path '{profile_path}'; valid: {', '.join(PROFILE_PATHS)}")
+        if use_profile and fusion == "concat" and profile_path == "gate":
+            # the gate is the profile's only way in and concatenation has none: say so instead of training it idle
+            warnings.warn("MRSE: fusion 'concat' has no gate for the profile (profile_path 'gate'), so the user "
+                          "profile is off; set profile_path=both to keep it", stacklevel=2)
+            use_profile = False
         self.dim, self.width, self.fusion = dim, width, fusion
         self.gate_temperature = gate_temperature
         self.use_image, self.use_profile = use_image, use_profile

@@ -194,6 +194,14 @@ def test_profile_path_decides_where_the_profile_enters(path):
         MRSE(profile_path="everywhere")
 
 
+def test_concat_turns_a_gate_only_profile_off_and_says_so():
+    with pytest.warns(UserWarning, match="profile is off; set profile_path=both"):
+        model = MRSE(fusion="concat", profile_path="gate", n_buckets=100)
+    assert not model.use_profile and "user_history" not in model.optional_fields
+    kept = MRSE(fusion="concat", profile_path="both", n_buckets=100)  # an additive path: the profile stays
+    assert kept.use_profile and "user_history" in kept.optional_fields
+
+
 @pytest.mark.parametrize("detach", [False, True])
 def test_profile_detach_keeps_the_profile_gradient_out_of_the_shared_parts(detach):
     model, batch = tiny_text_mrse(profile_detach=detach)
