@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import polars as pl
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "personalisation_headroom.py"
-
 
 @pytest.fixture(scope="module")
-def headroom():
-    spec = importlib.util.spec_from_file_location("personalisation_headroom", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def headroom(load_benchmark):
+    return load_benchmark("personalisation_headroom")
 
 
 def hand_built_shop():

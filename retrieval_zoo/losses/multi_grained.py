@@ -21,7 +21,11 @@ instead appends, to every list, k of the batch's ``random_items`` (already encod
 the same kind of signal (uniformly sampled items) at no extra encoding cost; use it with
 ``data.stage_random_items: 0``.
 
-Returns ``{"loss", "retrieval", "ranking"}``.
+``head_weight > 0`` adds each query head's own retrieval loss (same positives and negatives), averaged over the
+heads, so that every granularity is a retriever on its own and not only a part of the fused score (an
+assumption: the paper names only the two objectives; off by default).
+
+Returns ``{"loss", "retrieval", "ranking"}`` (+ ``"per_head"`` when ``head_weight > 0``).
 
 Example::
 
@@ -61,15 +65,17 @@ class MultiGrainedLoss(nn.Module):
     """Retrieval (in-batch + random softmax) + ``beta`` x stage ranking loss (see the module docstring)."""
 
     def __init__(self, temperature: float = 0.05, use_random_negatives: bool = True, beta: float = 1.0,
-                 shared_randoms_per_query: int = 0, ranking: dict[str, Any] | None = None):
+                 shared_randoms_per_query: int = 0, ranking: dict[str, Any] | None = None,
+                 head_weight: float = 0.0):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
+        if beta < 0 or head_weight < 0:
+            raise ValueError(f"beta and head_weight must be >= 0, got {beta} and {head_weight}")
         self.temperature = temperature
         self.use_random_negatives = use_random_negatives
         self.beta = beta
+        self.head_weight = head_weight
         self.shared_randoms_per_query = shared_randoms_per_query
         self.ranking = StageRankingLoss(**(ranking or {}))
 
@@ -94,7 +100,28 @@ class MultiGrainedLoss(nn.Module):
             ranking = self.ranking(scores, drop_conflicting_randoms(items, levels))
         else:
             ranking = queries.new_zeros(())
-        return {"loss": retrieval + self.beta * ranking, "retrieval": retrieval, "ranking": ranking.detach()}
+        parts = {"loss": retrieval + self.beta * ranking, "retrieval": retrieval, "ranking": ranking.detach()}
+        if self.head_weight > 0:
+            per_head = self.per_head_retrieval(positives, batch, module, random_vectors)
+            parts["loss"] = parts["loss"] + self.head_weight * per_head
+            parts["per_head"] = per_head.detach()
+        return parts
+
+    def per_head_retrieval(self, positives: torch.Tensor, batch: dict[str, torch.Tensor], module,
+                           random_vectors: torch.Tensor | None) -> torch.Tensor:
+        """Each query head's own retrieval loss, averaged over heads: every granularity must retrieve alone.
+
+        The heads are encoded a second time (the fused vector came from the same pass): the option costs one
+        more query-tower forward per step, nothing when ``head_weight`` is 0.
+        """
+        if not hasattr(module.model, "query_head_vectors"):
+            raise ValueError("loss.head_weight > 0 needs a model with several query heads (MMSE); set it to 0")
+        if "query_batch" in batch:  # grouped batches encode each search once
+            heads = module.model.query_head_vectors(batch["query_batch"])[batch["query_row"]]
+        else:
+            heads = module.model.query_head_vectors(batch)
+        losses = [self.retrieval_loss(heads[:, h], positives, batch, random_vectors) for h in range(heads.shape[1])]
+        return torch.stack(losses).mean()
 
     def with_shared_randoms(self, items: torch.Tensor, levels: torch.Tensor, vectors: torch.Tensor,
                             random_items: torch.Tensor, random_vectors: torch.Tensor):

@@ -61,7 +61,8 @@ Assumptions (unpublished; config key in brackets)
   level-0 items taken from the batch's shared random negatives instead, to save encoding
   [``loss.shared_randoms_per_query``]; shared random softmax negatives [``data.n_random_negatives``];
   training positives = clicked or ordered items (the data module's rule).
-- No per-head auxiliary loss: only the fused score is trained (multi-grained = the two objectives).
+- No per-head auxiliary loss by default: only the fused score is trained (multi-grained = the two objectives);
+  ``loss.head_weight`` adds each head's own retrieval loss.
 
 Input mapping per dataset
 -------------------------
@@ -311,6 +312,12 @@ class MMSE(TwoTowerModel):
                  "sentence": {"query_sentence"}}
         item = {"hashed": {"item_hashed"}, "subword": {"item_text"}, "sentence": {"item_sentence"}}
         return set().union(*(query[h] for h in heads), *(item[i] for i in item_inputs))
+
+    def query_head_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each head's own L2-normalised query vector [B, H, d] (``single_head``: its one vector, H = 1)."""
+        if not isinstance(self.query_tower, PostFusionQueryTower):
+            return self.query_tower(batch).unsqueeze(1)
+        return self.query_tower.head_vectors(batch)
 
     # -- the post-fusion score, spelled out (training and serving use the equal fused vector) ---------
     def head_scores(self, batch: dict[str, torch.Tensor], items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -181,3 +181,36 @@ def test_shared_randoms_join_every_list_at_level_zero():
     levels = torch.cat([batch["stage_levels"], torch.zeros(3, 2, dtype=torch.long)], 1)
     scores = torch.einsum("bd,bsd->bs", queries, module.table(items))
     assert ranking.item() == pytest.approx(StageRankingLoss(temperature=1.0)(scores, levels).item(), rel=1e-6)
+
+
+class HeadsModel(nn.Module):
+    """A stand-in MMSE: fixed per-head query vectors (the batch's ``heads``) and no parameters of its own."""
+
+    def query_head_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch["heads"]
+
+
+def test_head_weight_adds_each_heads_own_retrieval_loss():
+    torch.manual_seed(0)
+    module = TableModule()
+    module.model = HeadsModel()
+    heads = torch.randn(3, 2, 4)
+    batch = {**toy_batch(), "heads": heads}
+    positives = module.table(batch["pos_item"])
+    fused = heads.mean(1)
+    plain = MultiGrainedLoss(temperature=0.5, beta=0.0)
+    parts = MultiGrainedLoss(temperature=0.5, beta=0.0, head_weight=0.5)(fused, positives, batch, module)
+    alone = [plain(heads[:, h], positives, batch, module)["retrieval"].item() for h in range(2)]
+    assert parts["per_head"].item() == pytest.approx(sum(alone) / 2, rel=1e-6)
+    assert parts["loss"].item() == pytest.approx(parts["retrieval"].item() + 0.25 * sum(alone), rel=1e-6)
+
+
+def test_head_weight_needs_a_model_with_heads():
+    module = TableModule()
+    module.model = nn.Linear(4, 4)
+    batch = toy_batch()
+    with pytest.raises(ValueError, match="head_weight"):
+        MultiGrainedLoss(beta=0.0, head_weight=1.0)(torch.randn(3, 4), module.table(batch["pos_item"]), batch,
+                                                    module)
+    with pytest.raises(ValueError, match="head_weight"):
+        MultiGrainedLoss(head_weight=-1.0)
