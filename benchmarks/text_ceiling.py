@@ -118,8 +118,7 @@ def main() -> None:
     dataset = load_dataset("simshop")
     units = pl.read_parquet(args.run_dirs[0] / "units.parquet")
     per_unit = units.join(ceilings(dataset, units).drop("group"), on="query_id")
-    columns = [per_unit.group_by("group").agg(pl.col("ceiling").mean()).sort("group")]
-    summary = (columns[0].rename({"ceiling": "text-only ceiling"})
+    summary = (per_unit.group_by("group").agg(pl.col("ceiling").mean().alias("text-only ceiling")).sort("group")
                .vstack(pl.DataFrame({"group": ["all"], "text-only ceiling": [per_unit["ceiling"].mean()]})))
     composition = None
     for run_dir, name in zip(args.run_dirs, labels, strict=True):

@@ -116,10 +116,7 @@ class MultiGrainedLoss(nn.Module):
         """
         if not hasattr(module.model, "query_head_vectors"):
             raise ValueError("loss.head_weight > 0 needs a model with several query heads (MMSE); set it to 0")
-        if "query_batch" in batch:  # grouped batches encode each search once
-            heads = module.model.query_head_vectors(batch["query_batch"])[batch["query_row"]]
-        else:
-            heads = module.model.query_head_vectors(batch)
+        heads = module.query_rows(module.model.query_head_vectors, batch)
         losses = [self.retrieval_loss(heads[:, h], positives, batch, random_vectors) for h in range(heads.shape[1])]
         return torch.stack(losses).mean()
 

@@ -134,11 +134,15 @@ class RetrievalModule(pl.LightningModule):
         losses = self._losses(batch)
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(batch["pos_item"]))
 
-    def _losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    @staticmethod
+    def query_rows(encode, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``encode`` (a query-side encoder) applied to the batch, one output row per training example."""
         if "query_batch" in batch:  # data.group_by_unit: each search encoded once, one row per positive
-            queries = self.encode_queries(batch["query_batch"])[batch["query_row"]]
-        else:
-            queries = self.encode_queries(batch)
+            return encode(batch["query_batch"])[batch["query_row"]]
+        return encode(batch)
+
+    def _losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        queries = self.query_rows(self.encode_queries, batch)
         positives = self.encode_item_indices(batch["pos_item"])
         losses = self.loss(queries, positives, batch, self)
         return losses if isinstance(losses, dict) else {"loss": losses}

@@ -11,6 +11,7 @@ from torch import nn
 from retrieval_zoo.losses import LOSSES, InBatchSoftmaxLoss
 from retrieval_zoo.losses.multi_grained import MultiGrainedLoss, drop_conflicting_randoms, encode_unique
 from retrieval_zoo.losses.stage_ranking import StageRankingLoss
+from retrieval_zoo.models.base import RetrievalModule
 
 
 def softplus(x: float) -> float:
@@ -194,6 +195,7 @@ def test_head_weight_adds_each_heads_own_retrieval_loss():
     torch.manual_seed(0)
     module = TableModule()
     module.model = HeadsModel()
+    module.query_rows = RetrievalModule.query_rows
     heads = torch.randn(3, 2, 4)
     batch = {**toy_batch(), "heads": heads}
     positives = module.table(batch["pos_item"])
