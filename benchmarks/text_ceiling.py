@@ -40,22 +40,21 @@ def intent_fields(intent: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in intent.split(";"))
 
 
-def expected_dcg(gains: np.ndarray, pool: np.ndarray) -> float:
-    """Expected DCG@10 of the best text ranking: known gains sorted, the pool as one block at its mean gain."""
-    known = np.sort(gains[~pool])[::-1]
-    block = np.full(int(pool.sum()), gains[pool].mean()) if pool.any() else np.empty(0)
-    ordered = np.sort(np.concatenate([known, block]))[::-1][:CUTOFF]
-    return float((ordered / np.log2(np.arange(2, len(ordered) + 2))).sum())
-
-
-def ideal_dcg(gains: np.ndarray) -> float:
+def best_dcg(gains: np.ndarray) -> float:
+    """DCG@10 of ``gains`` ranked best first (linear gains, log2 discount, as evaluation.py's NDCG)."""
     best = np.sort(gains)[::-1][:CUTOFF]
     return float((best / np.log2(np.arange(2, len(best) + 2))).sum())
 
 
+def expected_dcg(gains: np.ndarray, pool: np.ndarray) -> float:
+    """Expected DCG@10 of the best text ranking: known gains sorted, the pool as one block at its mean gain."""
+    block = np.full(int(pool.sum()), gains[pool].mean()) if pool.any() else np.empty(0)
+    return best_dcg(np.concatenate([gains[~pool], block]))
+
+
 def query_ceiling(fields: dict[str, str], products: pl.DataFrame, gains: np.ndarray) -> float:
     """The text-only NDCG@10 ceiling of one query (``gains`` aligned with ``products``)."""
-    ideal = ideal_dcg(gains)
+    ideal = best_dcg(gains)
     if ideal == 0:
         return float("nan")
     if "color" not in fields and "style" not in fields:
