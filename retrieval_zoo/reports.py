@@ -21,6 +21,9 @@ import polars as pl
 from retrieval_zoo.evaluation import HEADLINE_METRICS
 
 KEYS = ["dataset", "model", "variant", "seed"]
+# The training recipe every row is made with (the runner writes it into each row); bumped whenever a change to
+# training, data or models moves results, so the board marks rows made under an earlier recipe until rerun.
+RECIPE = "2026-12-04"
 COST_COLUMNS = ["params", "train_seconds", "train_pairs_per_s", "encode_items_per_s", "query_latency_ms",
                 "index", "index_mb"]
 SIGNIFICANCE_ALPHA = 0.01
@@ -29,6 +32,8 @@ SIGNIFICANCE_NOTE = (f"▲/▼: better/worse than the best baseline (by NDCG@10)
 
 
 GROUP_METRIC = "recall@100"  # the per-group table of each dataset section
+# the training budget each row used: epochs run, the epoch selected on valid (0 = the untrained start), fit seconds
+BUDGET_COLUMNS = {"epochs_trained": "epochs", "best_epoch": "best epoch", "train_seconds": "train s"}
 EXTRA_COST_COLUMNS = {"image_features_per_s": "image feats/s (one-off)", "image_cache_mb": "image cache MB"}
 
 
@@ -142,7 +147,8 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
     metrics = [m for m in HEADLINE_METRICS + ["recall@500", "rerank_ndcg"] if _has_values(board, m)]
     # one-off costs some models report (MRSE's image-feature extraction), shown where a row has them
     extra = [c for c in EXTRA_COST_COLUMNS if _has_values(board, c)]
-    table = aggregate(board, metrics + ["train_pairs_per_s", "encode_items_per_s", "query_latency_ms", *extra])
+    budget = [c for c in BUDGET_COLUMNS if _has_values(board, c)]
+    table = aggregate(board, metrics + [*budget, "train_pairs_per_s", "encode_items_per_s", "query_latency_ms", *extra])
     # the flag as text, as significance.py reads it: a csv read back types it bool, a fresh board as "true"
     flag = [pl.col("baseline").cast(pl.Utf8).first()] if "baseline" in board.columns else []
     firsts = board.group_by("dataset", "model", "variant").agg(
@@ -150,24 +156,31 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
         *[pl.col(c).first() for c in ["params", "index", "index_mb", "compared_to"] if c in board.columns],
         *[_significance_marker(board, m).alias(f"sig_{m}") for m in metrics])
     table = table.join(firsts, on=["dataset", "model", "variant"], how="left")
+    stale = _stale_rows(board)
     seeds = sorted(set(board["seed"].to_list()))
     lines = [f"## {dataset}", "", f"Protocol: {protocol or 'see the run folders'}; seeds: {', '.join(map(str, seeds))}.",
              ""]
     plot = _plot_dataset(table, dataset, results_dir)
     if plot is not None:
         lines += [f"![{dataset}]({plot.name})", ""]
-    header = ["model", "variant", *metrics, "params", "train pairs/s", "items/s", "latency ms", "index", "index MB",
-              *(EXTRA_COST_COLUMNS[c] for c in extra)]
+    header = ["model", "variant", *metrics, *(BUDGET_COLUMNS[c] for c in budget), "params", "train pairs/s",
+              "items/s", "latency ms", "index", "index MB", *(EXTRA_COST_COLUMNS[c] for c in extra)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.iter_rows(named=True):
-        cells = [row["model"] + (" (baseline)" if row.get("baseline") == "true" else ""), row["variant"]]
+        cells = [row["model"] + (" (baseline)" if row.get("baseline") == "true" else "")
+                 + (" †" if (row["model"], row["variant"]) in stale else ""), row["variant"]]
         for metric in metrics:
             cells.append(_mean_sd(row.get(metric), row.get(f"{metric}_sd")) + _marker(row, metric))
+        cells += [_num(row.get(c), 1) for c in budget]
         cells += [_count(row.get("params")), _num(row.get("train_pairs_per_s"), 0), _num(row.get("encode_items_per_s"), 0),
                   _num(row.get("query_latency_ms"), 2), str(row.get("index") or "–"), str(row.get("index_mb") or "–"),
                   *(_num(row.get(c), 1) for c in extra)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    if stale:
+        lines += [f"† made under an earlier training recipe than the current one ({RECIPE}: model selection on "
+                  "valid, one epoch budget, graded positives, mined negatives, the composed item text); not "
+                  "comparable with the other rows until rerun (`make leaderboard`).", ""]
     lines += _group_section(board)
     if claims is not None and claims.height and dataset in claims["dataset"].to_list():
         lines += _claims_section(claims.filter(pl.col("dataset") == dataset))
@@ -246,6 +259,13 @@ def _mean_sd(mean: Any, sd: Any) -> str:
     if sd is None or (isinstance(sd, float) and np.isnan(sd)):
         return f"{mean:.4f}"
     return f"{mean:.4f} ± {sd:.4f}"
+
+
+def _stale_rows(board: pl.DataFrame) -> set[tuple[str, str]]:
+    """(model, variant) of the rows any of whose seeds was made under an earlier recipe (or none recorded)."""
+    recipe = pl.col("recipe").cast(pl.Utf8) if "recipe" in board.columns else pl.lit(None, pl.Utf8)
+    old = board.filter(recipe.is_null() | (recipe != RECIPE))
+    return set(zip(old["model"].to_list(), old["variant"].to_list(), strict=True))
 
 
 def _num(value: Any, digits: int) -> str:

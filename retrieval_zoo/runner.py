@@ -15,8 +15,9 @@ import os
 import platform
 import re
 import shutil
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,15 @@ from retrieval_zoo.evaluation import DEFAULT_METRICS, build_targets, evaluate_ru
 from retrieval_zoo.index import index_and_search
 from retrieval_zoo.models.base import RetrievalModule
 from retrieval_zoo.models.registry import ConfigError, build_model, load_config, model_entry
+from retrieval_zoo.reports import RECIPE
+from retrieval_zoo.validation import (
+    RetrievalValidation,
+    Selection,
+    ValidationSettings,
+    select_best,
+    selection_callbacks,
+    valid_sample,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -57,7 +67,8 @@ class RunResult:
     def row(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "model": self.model, "variant": self.variant, "seed": self.seed,
                 "baseline": model_entry(self.model).baseline, **self.metrics, **self.costs,
-                **self.significance, "dataset_spec": self.dataset_spec, "run_dir": str(self.run_dir)}
+                **self.significance, "dataset_spec": self.dataset_spec, "run_dir": str(self.run_dir),
+                "recipe": RECIPE}
 
 
 @dataclass
@@ -69,6 +80,7 @@ class SearchOutput:
     units: pl.DataFrame
     costs: dict[str, Any]
     rerank: pl.DataFrame | None = None
+    valid_curve: pl.DataFrame | None = None
 
 
 # The ESCI task-1 protocol: re-rank each query's judged list; NDCG over the whole list (no cutoff).
@@ -88,6 +100,7 @@ def run_benchmark(model: str, dataset: str | ProductSearchDataset = "simshop", s
     config = load_config(model, variant, overrides, config_file)
     spec = dataset if isinstance(dataset, str) else dataset.name
     data = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    data = with_valid_split(data, validation_settings(config).valid_fraction)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     results = [run_once(config, data, spec, seed, Path(results_dir), wandb, progress, metrics)
                for seed in seed_list]
@@ -104,6 +117,35 @@ def run_benchmark(model: str, dataset: str | ProductSearchDataset = "simshop", s
 
 def slug(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec.replace(":", "-"))
+
+
+def validation_settings(config: dict[str, Any]) -> ValidationSettings:
+    try:
+        return ValidationSettings(**config.get("validation", {}))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"validation config: {error}") from None
+
+
+def with_valid_split(dataset: ProductSearchDataset, fraction: float) -> ProductSearchDataset:
+    """The dataset with a ``valid`` split for model selection: its own if it has one; else a stable share of the
+    train queries (or searches), by sha256 of the id, moved from train to valid and said in the protocol.
+    Cross-validated datasets (Icecat) get theirs per fold (``fold_view``)."""
+    if dataset.meta.get("cv_folds"):
+        return dataset
+    table, key = (dataset.searches, "search_id") if dataset.has_behaviour else (dataset.queries, "query_id")
+    if (table["split"] == "valid").any() or fraction <= 0:
+        return dataset
+    from retrieval_zoo.data.checks import unit_hashes
+
+    carved = table.with_columns(
+        pl.when((pl.col("split") == "train") & (unit_hashes(table[key]) < fraction))
+        .then(pl.lit("valid")).otherwise(pl.col("split")).alias("split"))
+    what = "searches" if dataset.has_behaviour else "queries"
+    note = (f"valid (model selection) = {fraction:.0%} of the train {what} by sha256({key}), "
+            "carved by the runner since the data has no valid split")
+    meta = {**dataset.meta, "protocol": f"{dataset.meta.get('protocol', dataset.name)}; {note}"}
+    changes = {"searches": carved} if dataset.has_behaviour else {"queries": carved}
+    return replace(dataset, meta=meta, **changes)
 
 
 def protocol_text(dataset: ProductSearchDataset) -> str:
@@ -133,6 +175,8 @@ def run_once(config: dict[str, Any], dataset: ProductSearchDataset, spec: str, s
         outputs = [train_and_search(config, dataset, seed, loggers, progress)]
     run = pl.concat([o.run for o in outputs])
     units = pl.concat([o.units for o in outputs])
+    curves = [o.valid_curve.with_columns(pl.lit(i, pl.Int64).alias("fold")) for i, o in enumerate(outputs)
+              if o.valid_curve is not None]
     targets = build_targets(dataset.judgments, units, dataset.interactions if dataset.has_behaviour else None)
     wanted = metrics or [m for m in DEFAULT_METRICS if not m.startswith("p_") or dataset.has_behaviour]
     means, per_query = evaluate_run(targets, run, wanted)
@@ -143,15 +187,19 @@ def run_once(config: dict[str, Any], dataset: ProductSearchDataset, spec: str, s
     run_dir = results_dir / "runs" / dataset_slug / name / variant / f"seed{seed}"
     result = RunResult(dataset_slug, name, variant, seed, means, costs, run_dir, config, dataset_spec=spec)
     result.significance = _against_best_baseline(result, results_dir, targets, run)
-    _write_run(result, dataset, run, per_query, units)
+    _write_run(result, dataset, run, per_query, units, pl.concat(curves) if curves else None)
     _log_final(loggers, result)
     return result
 
 
 def fold_view(dataset: ProductSearchDataset, fold: int) -> ProductSearchDataset:
-    """The dataset with fold ``fold``'s queries as test and every other fold's as train."""
+    """The dataset with fold ``fold``'s queries as test, the next fold's (an inner fold, for model selection)
+    as valid and every other fold's as train: the test fold is never seen by training or selection."""
+    inner = (fold + 1) % int(dataset.meta["cv_folds"])
     queries = dataset.queries.with_columns(
-        pl.when(pl.col("fold") == fold).then(pl.lit("test")).otherwise(pl.lit("train")).alias("split")
+        pl.when(pl.col("fold") == fold).then(pl.lit("test"))
+        .when(pl.col("fold") == inner).then(pl.lit("valid"))
+        .otherwise(pl.lit("train")).alias("split")
     )
     return ProductSearchDataset(
         name=f"{dataset.name}-fold{fold}", products=dataset.products, queries=queries,
@@ -186,7 +234,8 @@ def train_and_search(config: dict[str, Any], dataset: ProductSearchDataset, seed
     rerank = None
     if "rerank" in dataset.meta.get("eval_protocols", []):
         rerank = rerank_run(unit_frame, dataset.judgments, datamodule.catalog.product_ids, score_pairs)
-    return SearchOutput(run, unit_frame, costs, rerank)
+    curve = costs.pop("valid_curve", None)
+    return SearchOutput(run, unit_frame, costs, rerank, pl.DataFrame(curve) if curve else None)
 
 
 def judged_candidates(units: pl.DataFrame, judgments: pl.DataFrame, product_ids: list[str]) -> pl.DataFrame:
@@ -229,12 +278,17 @@ def _dense_search(module: RetrievalModule, datamodule: RetrievalDataModule, test
                   config: dict[str, Any], seed: int, loggers: list, progress: bool, k: int):
     module.attach(datamodule)
     trainer_config = dict(config["trainer"])
-    fit_seconds, trainer = 0.0, None
+    fit_seconds, trainer, selection = 0.0, None, None
     if module.model.trainable and trainer_config.get("max_steps", -1) != 0:
-        trainer = _trainer(trainer_config, loggers, progress)
-        started = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule)
-        fit_seconds = time.perf_counter() - started
+        with tempfile.TemporaryDirectory(prefix="rz-checkpoints-") as checkpoints:
+            validation = _validation(config, datamodule, seed, Path(checkpoints))
+            callbacks = [validation, *selection_callbacks(validation.settings, Path(checkpoints))] if validation else []
+            trainer = _trainer(trainer_config, loggers, progress, callbacks)
+            started = time.perf_counter()
+            trainer.fit(module, datamodule=datamodule)
+            fit_seconds = time.perf_counter() - started
+            if validation is not None:
+                selection = select_best(trainer, module, validation)
     if trainer is not None:
         device = trainer.strategy.root_device
     else:
@@ -267,9 +321,29 @@ def _dense_search(module: RetrievalModule, datamodule: RetrievalDataModule, test
         "query_latency_ms": round(1000 * query_seconds / len(test) + result.latency_ms, 3),
         "index": result.factory, "index_mb": round(result.index_bytes / 2**20, 2),
         "catalogue_size": len(items), "test_units": len(test),
+        **_selection_costs(selection),
         **_model_costs(module.model),
     }
     return result.scores, result.indices, costs, score_pairs
+
+
+def _validation(config: dict[str, Any], datamodule: RetrievalDataModule, seed: int,
+                checkpoints: Path) -> RetrievalValidation | None:
+    """The retrieval-metric validation of this run, or None (switched off, or no valid unit to score)."""
+    settings = validation_settings(config)
+    units = datamodule.units
+    valid = valid_sample(units.unit_ids, units.indices_of_split("valid"), settings.max_queries)
+    if not settings.enabled or len(valid) == 0:
+        return None
+    return RetrievalValidation(datamodule, valid, settings, config["index"], seed, checkpoints)
+
+
+def _selection_costs(selection: Selection | None) -> dict[str, Any]:
+    """Epochs trained, the epoch selected on valid (0 = the untrained start) and the validation's own time."""
+    if selection is None:
+        return {}
+    return {"epochs_trained": selection.epochs_trained, "best_epoch": selection.best_epoch,
+            "validation_seconds": round(selection.validation_seconds, 2), "valid_curve": selection.curve}
 
 
 def _model_costs(model) -> dict[str, Any]:
@@ -294,11 +368,12 @@ def _retriever_search(retriever, datamodule: RetrievalDataModule, test: np.ndarr
     return scores, indices, costs, score_pairs
 
 
-def _trainer(trainer_config: dict[str, Any], loggers: list, progress: bool) -> L.Trainer:
+def _trainer(trainer_config: dict[str, Any], loggers: list, progress: bool,
+             callbacks: list[L.Callback]) -> L.Trainer:
     try:
-        return L.Trainer(**trainer_config, logger=loggers or False, enable_checkpointing=False,
-                         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
-                         deterministic="warn")
+        return L.Trainer(**trainer_config, logger=loggers or False, callbacks=callbacks,
+                         enable_checkpointing=bool(callbacks), enable_progress_bar=progress,
+                         enable_model_summary=False, num_sanity_val_steps=0, deterministic="warn")
     except TypeError as error:
         raise ConfigError(f"trainer config: {error}") from None
 
@@ -353,7 +428,7 @@ def _against_best_baseline(result: RunResult, results_dir: Path, targets, run: p
 
 
 def _write_run(result: RunResult, dataset: ProductSearchDataset, run: pl.DataFrame,
-               per_query: pl.DataFrame, units: pl.DataFrame) -> None:
+               per_query: pl.DataFrame, units: pl.DataFrame, valid_curve: pl.DataFrame | None) -> None:
     """Everything of the run in its folder, written to a temporary folder first and renamed at the end."""
     final = result.run_dir
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
@@ -369,6 +444,8 @@ def _write_run(result: RunResult, dataset: ProductSearchDataset, run: pl.DataFra
     run.write_parquet(tmp / "run.parquet")
     per_query.write_parquet(tmp / "per_query.parquet")
     units.write_parquet(tmp / "units.parquet")
+    if valid_curve is not None:  # valid metrics before training (epoch 0) and after each checked epoch
+        valid_curve.write_csv(tmp / "valid_curve.csv")
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)

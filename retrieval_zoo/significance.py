@@ -174,6 +174,10 @@ def verdict(expect: dict[str, float], change: float, p_max: float) -> str:
         checks.append(abs(change) <= expect["max_abs_relative_change"])
     if not all(checks):
         return "no"
+    if "not_worse_at_p" in expect:  # a lower mean fails only if it is separable at that level
+        if change < 0 and np.isnan(p_max):
+            return "untested (runs not saved)"
+        checks.append(bool(change >= 0 or p_max >= expect["not_worse_at_p"]))
     if "max_p" in expect:
         if np.isnan(p_max):
             return "untested (runs not saved)"

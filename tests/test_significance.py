@@ -76,3 +76,11 @@ def test_verdict_rules():
     assert verdict({"min_relative_gain": 0.1, "max_p": 0.01}, 0.05, float("nan")) == "no"
     assert verdict({"max_abs_relative_change": 0.02}, -0.01, float("nan")) == "yes"
     assert verdict({}, 0.3, 0.5) == "–"
+
+
+def test_not_worse_fails_only_a_lower_mean_that_is_separable():
+    rule = {"not_worse_at_p": 0.01}
+    assert verdict(rule, 0.02, float("nan")) == "yes"  # higher: nothing to test
+    assert verdict(rule, -0.01, 0.2) == "yes"  # lower, but not separable
+    assert verdict(rule, -0.01, 0.001) == "no"  # lower at p < 0.01: a ▼
+    assert verdict(rule, -0.01, float("nan")) == "untested (runs not saved)"

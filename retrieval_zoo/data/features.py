@@ -8,9 +8,9 @@ Fields and the tensors they produce (item tensors: [n_items, ...], unit tensors:
 =====================  ===========================================================================
 field                  tensors
 =====================  ===========================================================================
-item_text              item_tokens int64 [N, item_max_tokens]: WordPiece ids of the title (0 = pad)
+item_text              item_tokens int64 [N, item_max_tokens]: WordPiece ids of the item text (0 = pad)
 item_hashed            item_hashed int64 [N, hashed_max_grams]: hashed word + letter-trigram ids
-item_sentence          item_sentence float32 [N, 384]: frozen all-MiniLM-L6-v2 title embedding
+item_sentence          item_sentence float32 [N, 384]: frozen all-MiniLM-L6-v2 item-text embedding
 item_category          item_category int64 [N]: leaf-category id (0 = unknown)
 item_brand             item_brand int64 [N] (0 = unknown)
 item_shop              item_shop int64 [N] (0 = unknown)
@@ -25,10 +25,28 @@ user_history           hist_realtime [M, 50], hist_short [M, 100], hist_long [M,
 query_history          hist_query_tokens int64 [M, 10, query_max_tokens]: the user's previous queries
 stages                 (training batches only) stage_items / stage_levels, see datamodule.py
 =====================  ===========================================================================
+
+The *item text* every item-side text feature reads (and BM25 and the mined hard negatives, see negatives.py) is
+one string per product composed by ``compose_item_texts`` from the columns of ``item_text`` (a setting: column
+-> word budget, in order). Titles alone miss what shoppers type and sellers put elsewhere (the brand, the
+product type in the category, materials in the description); the budgets keep a long description from
+crowding the title out of a fixed token budget. Rules:
+
+- fields in the setting's order, each cut to its first ``budget`` whitespace words (0 = field unused);
+- ``category`` is reduced to its leaf, the part after the last '>' ("Electronics > Phone Accessories >
+  Charger" -> "Charger"): the upper levels are shared by thousands of items and add length, not signal;
+- lone bullet marks ("-", "*", "•" standing as words) are dropped, whitespace is collapsed, fields are joined by one space (no
+  punctuation, so hashed words and BM25 terms stay clean);
+- an empty field is skipped, and so is a field whose words already appear, in order and case-insensitively,
+  in the text composed so far: a brand the title names, a description that repeats the title, a category
+  leaf the title already says;
+- a product whose composed text is empty (only possible when ``title`` is not used) falls back to its title.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,13 +62,17 @@ QUERY_FIELDS = {"query_text", "query_hashed", "query_sentence", "user", "user_hi
 BATCH_FIELDS = {"stages"}
 ALL_FIELDS = ITEM_FIELDS | QUERY_FIELDS | BATCH_FIELDS
 HISTORY_ACTIONS = {"click": 1, "order": 2, "collect": 3}
+# product columns the item text may read (dataset.py's text columns), and the default word budgets
+ITEM_TEXT_COLUMNS = ("title", "brand", "category", "description", "bullets", "color")
+DEFAULT_ITEM_TEXT = {"title": 32, "brand": 4, "category": 6, "description": 24, "bullets": 0, "color": 0}
+BULLET_MARKS = {"-", "*", "•"}
 
 
 @dataclass
 class FeatureSettings:
     """Sizes of the built inputs (the ``data`` section of a model config may override each)."""
 
-    item_max_tokens: int = 32
+    item_max_tokens: int = 64
     query_max_tokens: int = 16
     hashed_buckets: int = 200_000
     hashed_max_grams: int = 64
@@ -60,6 +82,10 @@ class FeatureSettings:
     long_term_days: float = 30.0
     long_term_length: int = 100
     query_history_length: int = 10
+    item_text: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_ITEM_TEXT))
+
+    def __post_init__(self) -> None:
+        check_item_text(self.item_text)
 
 
 @dataclass
@@ -86,7 +112,8 @@ class ItemCatalog(FeatureTable):
     """Every product of the dataset, row i = products row i."""
 
     product_ids: list[str] = field(default_factory=list)
-    titles: list[str] = field(default_factory=list)
+    titles: list[str] = field(default_factory=list)  # for display
+    texts: list[str] = field(default_factory=list)   # the composed item text every text feature reads
 
 
 @dataclass
@@ -132,15 +159,16 @@ def dataset_fields(dataset: ProductSearchDataset) -> set[str]:
 # -- the catalogue -------------------------------------------------------------------------------
 def build_catalog(dataset: ProductSearchDataset, fields: set[str], settings: FeatureSettings) -> ItemCatalog:
     products = dataset.products
-    titles = products["title"].to_list()
-    catalog = ItemCatalog(product_ids=products["product_id"].to_list(), titles=titles)
+    texts = compose_item_texts(products, settings.item_text)
+    catalog = ItemCatalog(product_ids=products["product_id"].to_list(), titles=products["title"].to_list(),
+                          texts=texts)
     catalog.add("item_index", torch.arange(products.height))
     if "item_text" in fields:
-        catalog.add("item_tokens", text.tokenize(titles, settings.item_max_tokens).astype(np.int64))
+        catalog.add("item_tokens", text.tokenize(texts, settings.item_max_tokens).astype(np.int64))
     if "item_hashed" in fields:
-        catalog.add("item_hashed", text.hashed_ngrams(titles, settings.hashed_buckets, settings.hashed_max_grams))
+        catalog.add("item_hashed", text.hashed_ngrams(texts, settings.hashed_buckets, settings.hashed_max_grams))
     if "item_sentence" in fields:
-        catalog.add("item_sentence", text.sentence_features(titles))
+        catalog.add("item_sentence", text.sentence_features(texts))  # cached by content: a new text re-encodes
     for name, column in (("item_category", "category"), ("item_brand", "brand"), ("item_shop", "shop_id")):
         if name in fields:
             catalog.add(name, _categorical_ids(products[column]))
@@ -149,6 +177,60 @@ def build_catalog(dataset: ProductSearchDataset, fields: set[str], settings: Fea
     if "item_image_features" in fields and dataset.image_features is not None:
         catalog.add("item_image_features", _aligned_image_features(dataset))
     return catalog
+
+
+def check_item_text(budgets: Mapping[str, int]) -> None:
+    """One-line errors for an ``item_text`` setting that names unknown columns or has bad budgets."""
+    if not isinstance(budgets, Mapping) or not budgets:
+        raise DatasetError(f"data.features.item_text must map product columns to word budgets, e.g. "
+                           f"{{title: 32, brand: 4}}; got {budgets!r}")
+    unknown = [column for column in budgets if column not in ITEM_TEXT_COLUMNS]
+    if unknown:
+        raise DatasetError(f"data.features.item_text names unknown columns {unknown}; "
+                           f"valid columns: {', '.join(ITEM_TEXT_COLUMNS)}")
+    bad = {c: b for c, b in budgets.items() if isinstance(b, bool) or not isinstance(b, int) or b < 0}
+    if bad:
+        raise DatasetError(f"data.features.item_text budgets must be whole numbers >= 0 (0 = unused), got {bad}")
+    if not any(budgets.values()):
+        raise DatasetError("data.features.item_text uses no column (every budget is 0); give one a budget, "
+                           "e.g. title: 32")
+
+
+def compose_item_texts(products: pl.DataFrame, budgets: Mapping[str, int]) -> list[str]:
+    """One text per product from the budgeted columns, by the rules in the module docstring."""
+    check_item_text(budgets)
+    used = [(column, budget) for column, budget in budgets.items() if budget > 0]
+    values = [_field_values(products, column) for column, _ in used]
+    titles = products["title"].to_list()
+    return [
+        _compose([(column_values[row], budget) for column_values, (_, budget) in zip(values, used, strict=True)])
+        or titles[row]
+        for row in range(products.height)
+    ]
+
+
+def _field_values(products: pl.DataFrame, column: str) -> list[str]:
+    values = products[column].fill_null("")
+    if column == "category":
+        values = values.str.split(">").list.last()  # the leaf; "" stays ""
+    return values.to_list()
+
+
+def _compose(fields: list[tuple[str, int]]) -> str:
+    composed = ""
+    for value, budget in fields:
+        piece = " ".join([word for word in value.split() if word not in BULLET_MARKS][:budget])
+        if piece and not _already_said(piece, composed):
+            composed = f"{composed} {piece}" if composed else piece
+    return composed
+
+
+def _already_said(piece: str, text: str) -> bool:
+    """Whether ``piece`` occurs in ``text`` as whole words (case-insensitive): "HP" is in "HP Pavilion",
+    not in "HPC"."""
+    piece, text = piece.lower(), text.lower()
+    # the plain substring test first: most pieces are new, and it spares compiling a pattern per product
+    return piece in text and re.search(rf"(?<!\w){re.escape(piece)}(?!\w)", text) is not None
 
 
 def _categorical_ids(column: pl.Series) -> np.ndarray:

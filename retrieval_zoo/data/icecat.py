@@ -115,7 +115,8 @@ def build_icecat(files: list[Path], n_folds: int, sums: dict[str, str] | None = 
     categorised = products.filter(pl.col("category") != "").height
     protocol = (
         f"Icecat/Chorus: {n_folds}-fold query-level cross-validation over {queries.height} queries (folds by "
-        f"sha256 of the query text, all queries split=test; train on {n_folds - 1} folds, evaluate on the other); "
+        f"sha256 of the query text, all queries split=test; per fold: train on {n_folds - 2} folds, select the "
+        f"training epoch on the next fold (inner validation), evaluate on the held-out fold); "
         f"labels Chorus rating 3/2/1/0 -> E/S/C/I; catalogue = all {products.height:,} Icecat products"
     )
     meta = {

@@ -14,12 +14,17 @@ hundreds of easy negatives, barely feels.
   with the ``stages`` field in the batch, the closest of the query's own *unclicked* items (level 1: exposed but
   not clicked; on label-only data judged Complement or Irrelevant); otherwise the closest in-batch item that is
   not the query's positive and, with ``skip_same_query``, not the positive of another row with the same query
-  text (those are mostly relevant too), sampled ``random_items`` included. A row without any candidate adds
-  nothing to the triplet mean;
+  text (those are mostly relevant too), sampled ``random_items`` and the row's own mined ``hard_items``
+  included. A row without any candidate adds nothing to the triplet mean;
 - d is the cosine distance ``1 - cos`` (or ``euclidean``: the L2 distance).
 
+Mined hard negatives (``hard_items``, data/negatives.py; ``use_hard_negatives``, default true) join the softmax
+as row-specific columns (``losses/softmax.py``) and the in-batch triplet candidates as above; ``pos_weight``
+(graded positives) makes the softmax part a weighted mean (the triplet mean stays unweighted).
+
 Inputs: query vectors [B, d], positive item vectors [B, d], the batch (``pos_item``; optional ``random_items``,
-``stage_items`` / ``stage_levels``, ``query_tokens``), and the RetrievalModule (to encode sampled items).
+``stage_items`` / ``stage_levels``, ``query_tokens``, ``hard_items``, ``pos_weight``), and the RetrievalModule
+(to encode sampled items).
 Returns ``{"loss", "softmax", "triplet"}``. ``softmax_only`` is ``triplet_weight: 0`` (nothing extra encoded).
 
 Example::
@@ -34,7 +39,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retrieval_zoo.losses.softmax import in_batch_logits, sampled_negatives, softmax_cross_entropy
+from retrieval_zoo.losses.softmax import (
+    append_hard_logits,
+    hard_negative_vectors,
+    in_batch_logits,
+    sampled_negatives,
+    softmax_cross_entropy,
+)
 
 UNCLICKED_LEVEL = 1  # stages.py: exposed-but-not-clicked (behaviour) or judged C/I (labels)
 DISTANCES = ("cosine", "euclidean")
@@ -81,11 +92,15 @@ def in_batch_candidates(batch: dict[str, torch.Tensor], skip_same_query: bool) -
 
 
 class HybridLoss(nn.Module):
-    """Softmax with mixed negatives + weighted hard-negative triplet term (see the module docstring)."""
+    """Softmax with mixed negatives + weighted hard-negative triplet term (see the module docstring).
+
+    ``use_random_negatives`` / ``use_hard_negatives`` (default true): take the batch's ``random_items`` /
+    mined ``hard_items`` as extra softmax negatives and in-batch triplet candidates when present.
+    """
 
     def __init__(self, temperature: float = 0.05, use_random_negatives: bool = True, softmax_weight: float = 1.0,
                  triplet_weight: float = 0.5, margin: float = 0.2, distance: str = "cosine",
-                 skip_same_query: bool = True):
+                 skip_same_query: bool = True, use_hard_negatives: bool = True):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
@@ -93,6 +108,7 @@ class HybridLoss(nn.Module):
             raise ValueError(f"unknown distance '{distance}'; valid distances: {', '.join(DISTANCES)}")
         self.temperature = temperature
         self.use_random_negatives = use_random_negatives
+        self.use_hard_negatives = use_hard_negatives
         self.softmax_weight = softmax_weight
         self.triplet_weight = triplet_weight
         self.margin = margin
@@ -102,27 +118,30 @@ class HybridLoss(nn.Module):
     def forward(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
                 module) -> dict[str, torch.Tensor]:
         random_vectors = sampled_negatives(batch, module, self.use_random_negatives)  # reused by the triplet
+        hard_vectors = hard_negative_vectors(batch, module, self.use_hard_negatives)  # so are these
         logits, targets = in_batch_logits(queries, positives, batch["pos_item"], random_vectors,
                                           batch.get("pair_unit"))
-        softmax = softmax_cross_entropy(logits, targets, self.temperature)
+        logits = append_hard_logits(logits, queries, hard_vectors, batch)
+        softmax = softmax_cross_entropy(logits, targets, self.temperature, batch.get("pos_weight"))
         triplet = queries.new_zeros(())
         if self.triplet_weight > 0:
-            triplet = self.triplet(queries, positives, batch, module, random_vectors)
+            triplet = self.triplet(queries, positives, batch, module, random_vectors, hard_vectors)
         loss = self.softmax_weight * softmax + self.triplet_weight * triplet
         return {"loss": loss, "softmax": softmax.detach(), "triplet": triplet.detach()}
 
     def triplet(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor], module,
-                random_vectors: torch.Tensor | None = None) -> torch.Tensor:
+                random_vectors: torch.Tensor | None = None, hard_vectors: torch.Tensor | None = None) -> torch.Tensor:
         anchor_positive = pairwise_distance(queries, positives, self.distance)
         if "stage_items" in batch:
             negatives, valid = self._stage_negatives(queries, batch, module)
         else:
-            negatives, valid = self._in_batch_negatives(queries, positives, batch, random_vectors)
+            negatives, valid = self._in_batch_negatives(queries, positives, batch, random_vectors, hard_vectors)
         anchor_negative = pairwise_distance(queries, negatives, self.distance)
         return triplet_term(anchor_positive, anchor_negative, valid.to(queries.dtype), self.margin)
 
     def _in_batch_negatives(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
-                            random_vectors: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                            random_vectors: torch.Tensor | None,
+                            hard_vectors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         candidates = positives
         allowed = in_batch_candidates(batch, self.skip_same_query)
         if random_vectors is not None:
@@ -132,8 +151,17 @@ class HybridLoss(nn.Module):
         # the hardest negative is chosen without gradient; the hinge then trains through its vector
         with torch.no_grad():
             distances = distance_matrix(queries, candidates, self.distance)
+            if hard_vectors is not None:  # row i's own hard items, as columns after the shared candidates
+                hard = batch["hard_items"]
+                distances = torch.cat([distances, pairwise_distance(queries, hard_vectors, self.distance)], dim=1)
+                allowed = torch.cat([allowed, (hard >= 0) & (hard != batch["pos_item"][:, None])], dim=1)
         index, valid = hardest_index(distances, allowed)
-        return candidates[index], valid
+        chosen = candidates[index.clamp(max=len(candidates) - 1)]
+        if hard_vectors is not None:
+            rows = torch.arange(len(queries), device=queries.device)
+            from_hard = hard_vectors[rows, (index - len(candidates)).clamp(min=0)]
+            chosen = torch.where((index >= len(candidates))[:, None], from_hard, chosen)
+        return chosen, valid
 
     def _stage_negatives(self, queries: torch.Tensor, batch: dict[str, torch.Tensor],
                          module) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,8 +21,14 @@ Scaling N: the paper takes N = 684 hard negatives from a billion-item pool and a
 the candidates are the B - 1 in-batch negatives (+ ``random_items`` if the data config samples them), so N is a
 fraction of that candidate count: ``hard_fraction = 0.1`` picks 26 of 255 at batch 256.
 
+Mined hard negatives (``hard_items``, data/negatives.py; ``use_hard_negatives``, default true) join the logits as
+row-specific columns (``losses/softmax.py``'s ``batch_logits``), so they are also candidates for the top-N
+mixing: N is then a fraction of B - 1 + R + K candidates. ``pos_weight`` (graded positives) makes both cross-
+entropies weighted means.
+
 Inputs: query vectors [B, d], positive item vectors [B, d], the batch (``pos_item``; ``random_items`` when
-``use_random_negatives`` and the data config samples them), and the RetrievalModule (to encode sampled items).
+``use_random_negatives`` and the data config samples them; optional ``hard_items``, ``pos_weight``), and the
+RetrievalModule (to encode sampled items).
 
 Example::
 
@@ -66,10 +72,14 @@ def mixed_hard_negative_logits(logits: torch.Tensor, targets: torch.Tensor, n_ha
 
 
 class MixedHardNegativesLoss(nn.Module):
-    """Softmax cross-entropy over in-batch negatives + mixed hard negatives, logits divided by ``temperature``."""
+    """Softmax cross-entropy over in-batch negatives + mixed hard negatives, logits divided by ``temperature``.
+
+    ``use_random_negatives`` / ``use_hard_negatives`` (default true): take the batch's ``random_items`` /
+    mined ``hard_items`` as extra negatives (and mixing candidates) when present.
+    """
 
     def __init__(self, temperature: float = 2.0, hard_fraction: float = 0.1, mix_low: float = 0.4,
-                 mix_high: float = 0.6, use_random_negatives: bool = True):
+                 mix_high: float = 0.6, use_random_negatives: bool = True, use_hard_negatives: bool = True):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
@@ -82,6 +92,7 @@ class MixedHardNegativesLoss(nn.Module):
         self.mix_low = mix_low
         self.mix_high = mix_high
         self.use_random_negatives = use_random_negatives
+        self.use_hard_negatives = use_hard_negatives
 
     def sample_alpha(self, rows: int, n_hard: int, device: torch.device) -> torch.Tensor:
         """a ~ U(mix_low, mix_high), one draw per (query, hard negative)."""
@@ -89,13 +100,15 @@ class MixedHardNegativesLoss(nn.Module):
 
     def forward(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
                 module) -> dict[str, torch.Tensor]:
-        logits, targets = batch_logits(queries, positives, batch, module, self.use_random_negatives)
-        in_batch = softmax_cross_entropy(logits, targets, self.temperature)
+        logits, targets = batch_logits(queries, positives, batch, module, self.use_random_negatives,
+                                       self.use_hard_negatives)
+        weights = batch.get("pos_weight")
+        in_batch = softmax_cross_entropy(logits, targets, self.temperature, weights)
         n_hard = n_hard_negatives(logits.shape[1] - 1, self.hard_fraction)
         if n_hard == 0:
             return {"loss": in_batch}
         alpha = self.sample_alpha(len(logits), n_hard, logits.device)
         mixed = mixed_hard_negative_logits(logits, targets, n_hard, alpha)
-        loss = softmax_cross_entropy(torch.cat([logits, mixed], dim=1), targets, self.temperature)
+        loss = softmax_cross_entropy(torch.cat([logits, mixed], dim=1), targets, self.temperature, weights)
         # the in-batch part alone is logged so runs with and without mixing can be compared on one scale
         return {"loss": loss, "in_batch_loss": in_batch.detach()}

@@ -13,7 +13,11 @@ companion (JD.com, arXiv 2303.11009). The abstract names two objectives: a retri
   the query's own clicked item, and a pair "clicked item above itself" teaches nothing but noise.
 
 ``L = L_retrieval + beta * L_rank``; ``beta = 0`` is the ``retrieval_only`` ablation (stage items are then not
-encoded at all). Random and stage items are encoded once, over their unique catalogue indices.
+encoded at all). Random, stage and hard items are encoded once, over their unique catalogue indices.
+
+The retrieval part also takes the rows' mined ``hard_items`` (data/negatives.py) as extra per-row columns
+(``losses/softmax.py``'s ``append_hard_logits``; ``use_hard_negatives``, default true) and is a weighted mean by
+``pos_weight`` (graded positives) when the batch has it; the ranking part is unchanged.
 
 Cost: the level-0 items of the stage lists are fresh uniform draws per query (``data.stage_random_items``),
 which on a small catalogue means encoding a good part of it every step. ``shared_randoms_per_query = k``
@@ -40,17 +44,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from retrieval_zoo.losses.softmax import in_batch_logits, softmax_cross_entropy
+from retrieval_zoo.losses.softmax import (
+    append_hard_logits,
+    encode_unique,
+    has_hard_negatives,
+    in_batch_logits,
+    softmax_cross_entropy,
+)
 from retrieval_zoo.losses.stage_ranking import StageRankingLoss
-
-
-def encode_unique(module, index_sets: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Item vectors for several index tensors (any shape, -1 allowed), encoding each distinct item once."""
-    flat = [indices.reshape(-1).clamp(min=0) for indices in index_sets]
-    unique, inverse = torch.unique(torch.cat(flat), return_inverse=True)
-    vectors = module.encode_item_indices(unique)[inverse]
-    parts = vectors.split([len(f) for f in flat])
-    return [part.reshape(*indices.shape, -1) for part, indices in zip(parts, index_sets, strict=True)]
 
 
 def drop_conflicting_randoms(items: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
@@ -62,11 +63,15 @@ def drop_conflicting_randoms(items: torch.Tensor, levels: torch.Tensor) -> torch
 
 
 class MultiGrainedLoss(nn.Module):
-    """Retrieval (in-batch + random softmax) + ``beta`` x stage ranking loss (see the module docstring)."""
+    """Retrieval (in-batch + random + hard softmax) + ``beta`` x stage ranking loss (see the module docstring).
+
+    ``use_random_negatives`` / ``use_hard_negatives`` (default true): the retrieval part takes the batch's
+    ``random_items`` / mined ``hard_items`` as extra negatives when present.
+    """
 
     def __init__(self, temperature: float = 0.05, use_random_negatives: bool = True, beta: float = 1.0,
                  shared_randoms_per_query: int = 0, ranking: dict[str, Any] | None = None,
-                 head_weight: float = 0.0):
+                 head_weight: float = 0.0, use_hard_negatives: bool = True):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
@@ -74,6 +79,7 @@ class MultiGrainedLoss(nn.Module):
             raise ValueError(f"beta and head_weight must be >= 0, got {beta} and {head_weight}")
         self.temperature = temperature
         self.use_random_negatives = use_random_negatives
+        self.use_hard_negatives = use_hard_negatives
         self.beta = beta
         self.head_weight = head_weight
         self.shared_randoms_per_query = shared_randoms_per_query
@@ -86,11 +92,14 @@ class MultiGrainedLoss(nn.Module):
         if use_stages and "stage_items" not in batch:
             raise ValueError("the stage ranking loss needs stage_items / stage_levels: the model must require "
                              "the 'stages' field (see retrieval_zoo/data/datamodule.py)")
+        use_hard = has_hard_negatives(batch, self.use_hard_negatives)
         wanted = ([batch["random_items"]] if use_random else []) + ([batch["stage_items"]] if use_stages else [])
+        wanted += [batch["hard_items"]] if use_hard else []
         encoded = encode_unique(module, wanted) if wanted else []
         random_vectors = encoded.pop(0) if use_random else None
+        hard_vectors = encoded.pop() if use_hard else None
 
-        retrieval = self.retrieval_loss(queries, positives, batch, random_vectors)
+        retrieval = self.retrieval_loss(queries, positives, batch, random_vectors, hard_vectors)
         if use_stages:
             items, levels, vectors = batch["stage_items"], batch["stage_levels"], encoded.pop(0)
             if self.shared_randoms_per_query and use_random:
@@ -102,13 +111,14 @@ class MultiGrainedLoss(nn.Module):
             ranking = queries.new_zeros(())
         parts = {"loss": retrieval + self.beta * ranking, "retrieval": retrieval, "ranking": ranking.detach()}
         if self.head_weight > 0:
-            per_head = self.per_head_retrieval(positives, batch, module, random_vectors)
+            per_head = self.per_head_retrieval(positives, batch, module, random_vectors, hard_vectors)
             parts["loss"] = parts["loss"] + self.head_weight * per_head
             parts["per_head"] = per_head.detach()
         return parts
 
     def per_head_retrieval(self, positives: torch.Tensor, batch: dict[str, torch.Tensor], module,
-                           random_vectors: torch.Tensor | None) -> torch.Tensor:
+                           random_vectors: torch.Tensor | None,
+                           hard_vectors: torch.Tensor | None = None) -> torch.Tensor:
         """Each query head's own retrieval loss, averaged over heads: every granularity must retrieve alone.
 
         The heads are encoded a second time (the fused vector came from the same pass): the option costs one
@@ -117,7 +127,8 @@ class MultiGrainedLoss(nn.Module):
         if not hasattr(module.model, "query_head_vectors"):
             raise ValueError("loss.head_weight > 0 needs a model with several query heads (MMSE); set it to 0")
         heads = module.query_rows(module.model.query_head_vectors, batch)
-        losses = [self.retrieval_loss(heads[:, h], positives, batch, random_vectors) for h in range(heads.shape[1])]
+        losses = [self.retrieval_loss(heads[:, h], positives, batch, random_vectors, hard_vectors)
+                  for h in range(heads.shape[1])]
         return torch.stack(losses).mean()
 
     def with_shared_randoms(self, items: torch.Tensor, levels: torch.Tensor, vectors: torch.Tensor,
@@ -129,8 +140,10 @@ class MultiGrainedLoss(nn.Module):
                 torch.cat([vectors, random_vectors[pick]], 1))
 
     def retrieval_loss(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
-                       random_vectors: torch.Tensor | None) -> torch.Tensor:
-        """Global comparison: softmax over every rank's positives + the shared random items."""
+                       random_vectors: torch.Tensor | None,
+                       hard_vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """Global comparison: softmax over every rank's positives + the shared random items + the row's hard
+        items (``hard_vectors`` [B, K, d] of ``batch["hard_items"]``)."""
         logits, targets = in_batch_logits(queries, positives, batch["pos_item"], random_vectors,
                                           batch.get("pair_unit"))
         if random_vectors is not None:
@@ -138,4 +151,5 @@ class MultiGrainedLoss(nn.Module):
             hit = batch["pos_item"][:, None] == batch["random_items"][None, :]
             random_logits = logits[:, -n_random:].masked_fill(hit, float("-inf"))
             logits = torch.cat([logits[:, :-n_random], random_logits], dim=1)
-        return softmax_cross_entropy(logits, targets, self.temperature)
+        logits = append_hard_logits(logits, queries, hard_vectors, batch)
+        return softmax_cross_entropy(logits, targets, self.temperature, batch.get("pos_weight"))

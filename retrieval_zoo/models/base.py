@@ -18,6 +18,9 @@ from torch import nn
 from retrieval_zoo.data.datamodule import RetrievalDataModule
 from retrieval_zoo.data.features import ItemCatalog
 from retrieval_zoo.distributed import gather_rows, shard
+from retrieval_zoo.models.components import pretrained_parameter_ids
+
+SCHEDULES = ("constant", "linear", "cosine")
 
 
 class TwoTowerModel(nn.Module):
@@ -51,11 +54,15 @@ class RetrievalModule(pl.LightningModule):
     """A two-tower model + a loss + an optimiser, trained by Lightning and scored by inner product."""
 
     def __init__(self, model: TwoTowerModel, loss: nn.Module, optimizer: dict[str, Any] | None = None,
-                 name: str = "model"):
+                 name: str = "model", scheduler: dict[str, Any] | None = None):
         super().__init__()
         self.model = model
         self.loss = loss
         self.optimizer_config = dict(optimizer or {"name": "adam", "lr": 1e-3})
+        self.scheduler_config = dict(scheduler or {"name": "constant", "warmup": 0.0})
+        if self.scheduler_config.get("name") not in SCHEDULES:
+            raise ValueError(f"scheduler.name must be one of {', '.join(SCHEDULES)}, "
+                             f"got {self.scheduler_config.get('name')!r}")
         self.name = name
         self.catalog: ItemCatalog | None = None
         self.train_seconds = 0.0
@@ -82,6 +89,9 @@ class RetrievalModule(pl.LightningModule):
 
     # -- encoders -------------------------------------------------------------------------------------
     def encode_queries(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        tuning = getattr(self.model, "query_sentence_tuning", None)
+        if tuning is not None:  # a pretrained start whose query encoder is fine-tuned (models/minilm.py)
+            batch = {**batch, "query_sentence": tuning(batch)}
         return self.model.encode_queries(batch)
 
     def encode_items(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -148,43 +158,80 @@ class RetrievalModule(pl.LightningModule):
         return losses if isinstance(losses, dict) else {"loss": losses}
 
     def on_train_epoch_start(self) -> None:
-        self._epoch_started = time.perf_counter()
+        self._epoch_started = self._last_batch_end = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self._last_batch_end = time.perf_counter()
 
     def on_train_epoch_end(self) -> None:
-        self.train_seconds += time.perf_counter() - self._epoch_started
+        # up to the last batch: the retrieval validation that follows an epoch is not training time
+        self.train_seconds += self._last_batch_end - self._epoch_started
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        config = dict(self.optimizer_config)
+    def configure_optimizers(self):
+        config = {key: value for key, value in self.optimizer_config.items() if value is not None}  # null: unset
         name = config.pop("name")
         optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad,
                       "sgd": torch.optim.SGD}
         if name not in optimizers:
             raise ValueError(f"unknown optimizer '{name}'; valid optimizers: {', '.join(optimizers)}")
         dense = config.pop("dense", None) or {}
-        optimizer = optimizers[name](self.parameter_groups(dense), **config)
-        if name == "adagrad" and "initial_accumulator_value" in dense:
+        pretrained_lr = config.pop("pretrained_lr", None)
+        optimizer = optimizers[name](self.parameter_groups(dense, pretrained_lr), **config)
+        if name == "adagrad":
             # torch's Adagrad starts every group's accumulator at the constructor's value, ignoring the group's
-            start = dense["initial_accumulator_value"]
             for group in optimizer.param_groups:
-                if group.get("group") == "dense":
+                if "initial_accumulator_value" in group:
                     for parameter in group["params"]:
-                        optimizer.state[parameter]["sum"].fill_(start)
-        return optimizer
+                        optimizer.state[parameter]["sum"].fill_(group["initial_accumulator_value"])
+        schedule = self.lr_schedule()
+        if schedule is None:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def parameter_groups(self, dense: dict[str, Any]) -> list[dict[str, Any]]:
-        """The trainable parameters as optimiser groups: embedding tables with the optimiser's own settings, and
-        (when ``dense`` names any) every other parameter with those settings on top.
+    def lr_schedule(self):
+        """The ``scheduler`` config as a step -> factor function: linear warmup over the first ``warmup`` share
+        of the planned steps, then constant, linear or cosine decay to 0 at the last planned step (the
+        sentence-transformers / Hugging Face schedules). None when the learning rate is simply constant."""
+        name, warmup = self.scheduler_config["name"], float(self.scheduler_config.get("warmup", 0.0))
+        if name == "constant" and warmup == 0:
+            return None
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup_steps = int(round(warmup * total))
+
+        def factor(step: int) -> float:
+            if step < warmup_steps:
+                return (step + 1) / (warmup_steps + 1)
+            progress = min(1.0, (step - warmup_steps) / max(1, total - warmup_steps))
+            if name == "linear":
+                return 1.0 - progress
+            if name == "cosine":
+                return 0.5 * (1.0 + float(np.cos(np.pi * progress)))
+            return 1.0
+
+        return factor
+
+    def parameter_groups(self, dense: dict[str, Any], pretrained_lr: float | None = None) -> list[dict[str, Any]]:
+        """The trainable parameters as optimiser groups: embedding tables with the optimiser's own settings,
+        (when ``dense`` names any) every other parameter with those settings on top, and (given
+        ``pretrained_lr``) the parameters that carry a pretrained start (``components.mark_pretrained``) at
+        that learning rate.
 
         Why: AdaGrad's per-weight step starts at about lr * g / sqrt(accumulator + g^2). A sparse embedding row
         sees few, small gradients and needs a small accumulator start to learn at all, while a dense layer that
         every example touches is thrown off by a first step of ~lr per weight (MGDSPR: optimizer.dense).
         """
         trainable = [p for p in self.parameters() if p.requires_grad]
-        if not dense:
-            return [{"params": trainable}]
-        tables = {id(m.weight) for m in self.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))}
-        groups = [{"params": [p for p in trainable if id(p) in tables], "group": "tables"},
-                  {"params": [p for p in trainable if id(p) not in tables], "group": "dense", **dense}]
+        pretrained = pretrained_parameter_ids(self) if pretrained_lr is not None else set()
+        own = [p for p in trainable if id(p) not in pretrained]
+        groups = [{"params": [p for p in trainable if id(p) in pretrained], "group": "pretrained",
+                   **({**dense, "lr": pretrained_lr} if pretrained_lr is not None else {})}]
+        if dense:
+            tables = {id(m.weight) for m in self.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))}
+            groups += [{"params": [p for p in own if id(p) in tables], "group": "tables"},
+                       {"params": [p for p in own if id(p) not in tables], "group": "dense", **dense}]
+        else:
+            groups.append({"params": own, "group": "all"})
         return [group for group in groups if group["params"]]
 
     def count_parameters(self) -> tuple[int, int]:

@@ -1,8 +1,13 @@
 """BM25 baseline (Robertson & Zaragoza, 2009) through bm25s (Lù, 2024): lexical retrieval, no training.
 
 It is a retriever rather than a two-tower model: the runner calls ``retrieve`` instead of encoding vectors
-for faiss. Items are indexed by title, brand and category text; k1 = 1.5, b = 0.75 (bm25s's Lucene defaults),
-English stop words removed, no stemming (config keys).
+for faiss. Items are indexed by the composed item text every other model reads (``data.features.item_text``:
+title, brand, category leaf and description with per-field word budgets, see retrieval_zoo/data/features.py),
+so the lexical baseline and the learned models see the same words; k1 = 1.5, b = 0.75 (bm25s's Lucene
+defaults), English stop words removed, no stemming (config keys).
+
+``fields`` (a list of product columns) instead indexes those columns whole, joined by spaces: the index before
+the composed item text existed, kept for comparisons. ``fields: null`` (the default) uses the item text.
 """
 
 from __future__ import annotations
@@ -20,23 +25,35 @@ class BM25Retriever:
     trainable = False
 
     def __init__(self, k1: float = 1.5, b: float = 0.75, stopwords: str | None = "en",
-                 fields: tuple[str, ...] = ("title", "brand", "category")):
-        self.k1, self.b, self.stopwords, self.fields = k1, b, stopwords, tuple(fields)
+                 fields: list[str] | None = None):
+        self.k1, self.b, self.stopwords = k1, b, stopwords
+        self.fields = tuple(fields) if fields else None
         self.index_seconds = 0.0
         self.n_items = 0
 
     def index(self, datamodule: RetrievalDataModule) -> None:
         import bm25s
 
-        products = datamodule.dataset.products
-        corpus = [" ".join(parts) for parts in zip(*(products[f].fill_null("").to_list() for f in self.fields),
-                                                  strict=True)]
+        corpus = self.corpus(datamodule)
         started = time.perf_counter()
         self.retriever = bm25s.BM25(k1=self.k1, b=self.b)
         self.retriever.index(bm25s.tokenize(corpus, stopwords=self.stopwords, show_progress=False),
                              show_progress=False)
         self.index_seconds = time.perf_counter() - started
         self.n_items = len(corpus)
+
+    def corpus(self, datamodule: RetrievalDataModule) -> list[str]:
+        """The indexed text of each catalogue item: the composed item text, or the ``fields`` columns joined."""
+        if self.fields is None:
+            datamodule.setup()
+            return datamodule.catalog.texts
+        products = datamodule.dataset.products
+        unknown = [f for f in self.fields if f not in products.columns]
+        if unknown:
+            raise ValueError(f"model.fields names unknown product columns {unknown}; valid columns: "
+                             f"{', '.join(products.columns)} (or null: the composed item text)")
+        return [" ".join(parts) for parts in zip(*(products[f].fill_null("").to_list() for f in self.fields),
+                                                 strict=True)]
 
     def retrieve(self, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, item indices), both [n_queries, k]; a query with no matching term gets score-0 fillers."""

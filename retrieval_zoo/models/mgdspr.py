@@ -644,6 +644,6 @@ class MGDSPR(TwoTowerModel):
             units.add("mgdspr_hist_words", history_rows(units.tensors["hist_query_tokens"],
                                                         units.tensors["query_tokens"], unit_words))
         catalog.add("mgdspr_title_words",
-                    self.word_hasher.encode([words_of(t) for t in catalog.titles], self.title_max_words))
+                    self.word_hasher.encode([words_of(t) for t in catalog.texts], self.title_max_words))
         if not self.items.built:
             self.items.build(catalog)

@@ -22,6 +22,8 @@ Published structure, as implemented
    Each head is scored against the item separately, s_h = <q_h, i>, and the per-head similarities are fused
    *after* scoring: s(q, i) = sum_h w_h(q) s_h with weights on the simplex, either learned global softmax
    weights (``fusion: softmax``) or query-dependent additive attention over the heads (``fusion: attention``).
+   In the ``pretrained`` variant the weights start on the sentence head alone and open to the others through a
+   learned share that starts at 0 (``HeadFusion``), so the untrained model is zero-shot MiniLM.
    ``fusion: none`` is the ``single_head`` ablation: every granularity's features go through one MLP into one
    query vector (early fusion, same inputs, no per-head scoring).
 3. **Item tower**: one vector per item, from the title's granularities (``item_inputs``: hashed bag, mean
@@ -179,21 +181,38 @@ class QueryHead(nn.Module):
 
 
 class HeadFusion(nn.Module):
-    """Fusion weights w_h(q) on the simplex: global learned softmax, or attention over the query's heads."""
+    """Fusion weights w_h(q) on the simplex: global learned softmax, or attention over the query's heads.
 
-    def __init__(self, rule: str, n_heads: int, dim: int):
+    With an ``anchor`` head (the frozen-MiniLM ``sentence`` head of the pretrained start) the weights are
+    ``g * w(q) + (1 - g) * onehot(anchor)``, with a learned ``g`` in [0, 1] that starts at 0: the model starts
+    as the anchor alone (zero-shot MiniLM) and lets the randomly initialised heads in as training finds them
+    useful. Without it the start was a 4-way average with three random heads (Icecat NDCG@10 0.253 untrained
+    against 0.514 for MiniLM).
+    """
+
+    def __init__(self, rule: str, n_heads: int, dim: int, anchor: int | None = None):
         super().__init__()
         self.rule = rule
         if rule == "softmax":
             self.logits = nn.Parameter(torch.zeros(n_heads))
         else:  # additive attention: a score per head from its own vector, softmax over heads
             self.score = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1))
+        self.anchor = anchor
+        if anchor is not None:
+            self.opening = nn.Parameter(torch.zeros(()))
+            self.register_buffer("anchor_weights", torch.nn.functional.one_hot(torch.tensor(anchor), n_heads).float())
 
     def forward(self, heads: torch.Tensor) -> torch.Tensor:
         """heads [B, H, d] -> weights [B, H] (a function of the query alone, so serving stays exact)."""
         if self.rule == "softmax":
-            return torch.softmax(self.logits, 0).expand(len(heads), -1)
-        return torch.softmax(self.score(heads).squeeze(-1), dim=1)
+            weights = torch.softmax(self.logits, 0).expand(len(heads), -1)
+        else:
+            weights = torch.softmax(self.score(heads).squeeze(-1), dim=1)
+        if self.anchor is None:
+            return weights
+        # clamped to [0, 1] in value, straight-through in gradient: a plain clamp has no gradient at the start (0)
+        opening = self.opening + (self.opening.clamp(0.0, 1.0) - self.opening).detach()
+        return opening * weights + (1.0 - opening) * self.anchor_weights
 
 
 class PostFusionQueryTower(nn.Module):
@@ -205,7 +224,7 @@ class PostFusionQueryTower(nn.Module):
         self.features = features
         self.heads = nn.ModuleList(QueryHead(kind, dim, hidden, transformer_layers, transformer_heads)
                                    for kind in heads)
-        self.fusion = HeadFusion(fusion, len(heads), dim)
+        self.fusion = HeadFusion(fusion, len(heads), dim, heads.index("sentence") if "sentence" in heads else None)
 
     def head_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.stack([head(self.features, batch) for head in self.heads], dim=1)  # [B, H, d]

@@ -126,6 +126,28 @@ def build_model(config: dict[str, Any]):
         raise ConfigError(f"model '{entry.name}': {error}") from None
     if not isinstance(model, TwoTowerModel):
         return model
+    attach_query_tuning(model, config.get("pretrained", {}), entry.name)
     loss_config = dict(config.get("loss", {"name": "softmax"}))
     loss = build_loss(loss_config.pop("name"), **loss_config)
-    return RetrievalModule(model, loss, config.get("optimizer"), name=entry.name)
+    return RetrievalModule(model, loss, config.get("optimizer"), name=entry.name, scheduler=config.get("scheduler"))
+
+
+QUERY_ENCODERS = ("frozen", "finetune")
+
+
+def attach_query_tuning(model, section: dict[str, Any], name: str) -> None:
+    """``pretrained.query_encoder: finetune``: the model's frozen MiniLM query vectors become a fine-tuned
+    MiniLM query encoder (``models/minilm.py``, ``QuerySentenceTuning``); only for models that read them."""
+    mode = section.get("query_encoder", "frozen")
+    if mode not in QUERY_ENCODERS:
+        raise ConfigError(f"pretrained.query_encoder must be one of {', '.join(QUERY_ENCODERS)}, got {mode!r}")
+    if mode == "frozen":
+        return
+    if "query_sentence" not in model.required_fields:
+        raise ConfigError(f"model '{name}': pretrained.query_encoder=finetune needs a pretrained start that reads "
+                          "MiniLM query vectors (e.g. model.pretrained_sentence=true, or the 'pretrained' variant)")
+    from retrieval_zoo.models.components import mark_pretrained
+    from retrieval_zoo.models.minilm import QuerySentenceTuning
+
+    model.query_sentence_tuning = mark_pretrained(QuerySentenceTuning(int(section.get("trainable_layers", 2))))
+    model.required_fields = set(model.required_fields) | {"query_text"}

@@ -100,3 +100,102 @@ def test_encoding_each_search_once_gives_the_per_example_loss(grouped):
 def test_mgdspr_default_groups_by_unit():
     assert load_config("mgdspr")["data"]["group_by_unit"] is True
     assert load_config("light_two_tower")["data"]["group_by_unit"] is False
+
+
+# -- graded positives and mined hard negatives in every training batch ---------------------------------------
+@pytest.fixture(scope="module")
+def tiny_batches():
+    """simshop-tiny's data module (behaviour data) with the default data settings, hard negatives mined (opted in:
+    by default behaviour data is not mined, see the next test)."""
+    config = load_config("light_two_tower", overrides=["data.hard_negatives.label_data_only=false"])
+    datamodule = RetrievalDataModule(load_dataset("simshop-tiny"), {"query_text", "item_text"},
+                                     data_settings(config["data"]), seed=0)
+    datamodule.setup()
+    return datamodule
+
+
+def test_behaviour_data_is_not_mined_by_default_and_every_batch_names_its_units():
+    datamodule = RetrievalDataModule(load_dataset("simshop-tiny"), {"query_text", "item_text"},
+                                     data_settings(load_config("light_two_tower")["data"]), seed=0)
+    datamodule.setup()
+    batch = next(iter(datamodule.train_dataloader()))
+    assert "hard_items" not in batch
+    assert torch.equal(batch["pair_unit"], batch["unit_index"])
+
+
+def test_training_batches_carry_pos_weight_and_hard_items(tiny_batches):
+    per_example = tiny_batches.settings.hard_negatives.per_example
+    assert per_example == 4
+    batch = next(iter(tiny_batches.train_dataloader()))
+    size = len(batch["pos_item"])
+    assert batch["pos_weight"].shape == (size,) and batch["pos_weight"].dtype == torch.float32
+    assert batch["hard_items"].shape == (size, per_example) and batch["hard_items"].dtype == torch.int64
+    assert torch.equal(batch["pos_weight"], torch.ones(size))  # behaviour data: every click weighs 1
+    hard = batch["hard_items"]
+    assert ((hard >= -1) & (hard < len(tiny_batches.catalog))).all() and (hard >= 0).any()
+    assert not (hard == batch["pos_item"][:, None]).any()
+
+
+def test_hard_items_are_fresh_each_batch_and_never_a_train_click_of_the_query(tiny_batches):
+    units = tiny_batches.units
+    clicked: dict[str, set[int]] = {}
+    for unit in units.indices_of_split("train"):
+        items, levels = tiny_batches.stages.of(int(unit))
+        clicked.setdefault(units.query_ids[unit], set()).update(items[levels >= 2].tolist())
+    loader = tiny_batches.train_dataloader()
+    seen = []
+    for batch, _ in zip(loader, range(3), strict=False):
+        for unit, row in zip(batch["unit_index"].tolist(), batch["hard_items"].tolist(), strict=True):
+            assert not set(row) & clicked[units.query_ids[unit]]
+        seen.append(batch["hard_items"])
+    assert not torch.equal(seen[0], seen[1])
+
+
+def test_validation_batches_have_weights_but_no_mined_negatives(tiny_batches):
+    batch = next(iter(tiny_batches.val_dataloader()))
+    assert "pos_weight" in batch and "hard_items" not in batch
+
+
+def test_label_data_weights_substitutes_by_positive_weights(label_dataset):
+    settings = data_settings({**load_config("light_two_tower")["data"],
+                              "positive_weights": {"E": 1.0, "S": 0.25}, "batch_size": 1000})
+    assert settings.positive_labels == ["E", "S"]
+    datamodule = RetrievalDataModule(label_dataset, {"query_text", "item_text"}, settings)
+    datamodule.setup()
+    batch = next(iter(datamodule.train_dataloader()))
+    labels = {(row["query_id"], row["product_id"]): row["label"] for row in label_dataset.judgments.to_dicts()}
+    units, catalog = datamodule.units, datamodule.catalog
+    expected = [{"E": 1.0, "S": 0.25}[labels[units.query_ids[u], catalog.product_ids[i]]]
+                for u, i in zip(batch["unit_index"].tolist(), batch["pos_item"].tolist(), strict=True)]
+    assert batch["pos_weight"].tolist() == expected and {0.25, 1.0} == set(expected)
+
+
+def test_exact_only_positives_all_weigh_one(label_dataset):
+    settings = data_settings({**load_config("light_two_tower")["data"], "positive_labels": ["E"]})
+    datamodule = RetrievalDataModule(label_dataset, {"query_text", "item_text"}, settings)
+    datamodule.setup()
+    assert (datamodule.train_pairs.weights == 1.0).all()
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"positive_labels": ["S"]}, r"must be \[E\] or \[E, S\]"),
+    ({"positive_weights": {"E": 1.0}}, r"positive_weights lacks \['S'\]"),
+    ({"positive_weights": {"E": 1.0, "S": 0.0}}, "weights > 0"),
+])
+def test_bad_positive_settings_are_one_line_errors(section, message):
+    with pytest.raises(ValueError, match=message):
+        data_settings({**load_config("light_two_tower")["data"], **section})
+
+
+def test_small_data_shrinks_the_batch_to_keep_a_minimum_of_steps_per_epoch():
+    config = load_config("light_two_tower")["data"]
+    datamodule = RetrievalDataModule(load_dataset("simshop-tiny"), {"query_text", "item_text"},
+                                     data_settings({**config, "batch_size": 1024, "min_steps_per_epoch": 8}), seed=0)
+    datamodule.setup()
+    examples = datamodule.n_train_examples
+    assert datamodule.batch_size == -(-examples // 8) < 1024
+    assert len(datamodule.train_dataloader()) >= 8
+    roomy = RetrievalDataModule(load_dataset("simshop-tiny"), {"query_text", "item_text"},
+                                data_settings({**config, "batch_size": 16, "min_steps_per_epoch": 8}), seed=0)
+    roomy.setup()
+    assert roomy.batch_size == 16  # enough steps already: the configured size stands

@@ -94,7 +94,8 @@ def behaviour_dataset() -> ProductSearchDataset:
 
 @pytest.fixture(scope="module")
 def stage_batch():
-    settings = DataSettings(batch_size=8, stage_list_size=8, stage_random_items=2)
+    # one batch holds every example (min_steps_per_epoch=1: the small-data batch shrink is tested elsewhere)
+    settings = DataSettings(batch_size=8, stage_list_size=8, stage_random_items=2, min_steps_per_epoch=1)
     module = RetrievalDataModule(behaviour_dataset(), {"query_hashed", "item_hashed", "stages"}, settings, seed=0)
     module.setup()
     return module, next(iter(module.train_dataloader()))
@@ -124,7 +125,7 @@ def test_stage_lists_engaged_first_then_unclicked_then_random_then_padding(stage
 
 
 def test_engaged_items_fill_the_list_before_unclicked_ones():
-    settings = DataSettings(batch_size=8, stage_list_size=3, stage_random_items=1)
+    settings = DataSettings(batch_size=8, stage_list_size=3, stage_random_items=1, min_steps_per_epoch=1)
     module = RetrievalDataModule(behaviour_dataset(), {"query_hashed", "item_hashed", "stages"}, settings, seed=0)
     module.setup()
     batch = next(iter(module.train_dataloader()))

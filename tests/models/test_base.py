@@ -41,3 +41,41 @@ def test_adagrad_accumulator_start_of_the_dense_group_is_its_own():
     tables, dense = optimizer.param_groups
     assert all(torch.all(optimizer.state[p]["sum"] == 1e-4) for p in tables["params"])
     assert all(torch.all(optimizer.state[p]["sum"] == 0.1) for p in dense["params"])
+
+
+def test_parameters_that_carry_a_pretrained_start_get_their_own_learning_rate():
+    from retrieval_zoo.models.components import mark_pretrained
+
+    model = TableAndLayer()
+    mark_pretrained(model.item_tower)
+    optimizer = RetrievalModule(model, InBatchSoftmaxLoss(), {"name": "adam", "lr": 0.01, "pretrained_lr": 0.001}
+                                ).configure_optimizers()
+    pretrained, own = optimizer.param_groups
+    assert (pretrained["group"], pretrained["lr"], len(pretrained["params"])) == ("pretrained", 0.001, 2)
+    assert (own["group"], own["lr"], len(own["params"])) == ("all", 0.01, 1)
+
+
+class _PlannedSteps:
+    estimated_stepping_batches = 10
+
+
+def _factors(name: str, warmup: float) -> list[float]:
+    module = RetrievalModule(TableAndLayer(), InBatchSoftmaxLoss(), scheduler={"name": name, "warmup": warmup})
+    module._trainer = _PlannedSteps()  # what Lightning's Trainer tells the module: 10 planned steps
+    schedule = module.lr_schedule()
+    return [round(schedule(step), 6) for step in range(10)]
+
+
+def test_warmup_then_linear_or_cosine_decay_over_the_planned_steps():
+    assert _factors("linear", 0.2) == [round(x, 6) for x in (1 / 3, 2 / 3, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375,
+                                                              0.25, 0.125)]
+    cosine = _factors("cosine", 0.0)
+    assert cosine[0] == 1.0 and cosine[5] == 0.5 and all(a > b for a, b in zip(cosine, cosine[1:], strict=False))
+    assert RetrievalModule(TableAndLayer(), InBatchSoftmaxLoss()).lr_schedule() is None  # constant: no scheduler
+
+
+def test_an_unknown_schedule_is_a_clear_error():
+    import pytest
+
+    with pytest.raises(ValueError, match="scheduler.name"):
+        RetrievalModule(TableAndLayer(), InBatchSoftmaxLoss(), scheduler={"name": "step"})

@@ -84,8 +84,20 @@ def test_shared_embeddings_are_one_table():
     assert separate.query_tower.features.tokens is not separate.item_tower.features.tokens
 
 
+def test_the_pretrained_start_is_the_sentence_head_alone_and_opens_through_a_learned_share():
+    model = MMSE(**SMALL, heads=["hashed", "subword", "transformer", "sentence"])
+    batch = query_batch()
+    vectors, weights = model.query_tower.head_weights(batch)
+    assert torch.equal(weights, torch.tensor([[0.0, 0.0, 0.0, 1.0]]).expand_as(weights))
+    torch.testing.assert_close(model.encode_queries(batch), vectors[:, 3])
+    model.fused_scores(batch, model.encode_items(item_inputs())).logsumexp(1).mean().backward()
+    assert model.query_tower.fusion.opening.grad.abs() > 0  # the share opens from the first step
+
+
 def test_gradients_reach_every_head_and_the_fusion():
     model = MMSE(**SMALL, heads=["hashed", "subword", "transformer", "sentence"])
+    with torch.no_grad():
+        model.query_tower.fusion.opening.fill_(0.5)  # past the start, where the anchored fusion is one-hot
     batch = query_batch()
     items = model.encode_items(item_inputs())
     loss = model.fused_scores(batch, items).logsumexp(1).mean()

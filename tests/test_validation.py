@@ -1,0 +1,100 @@
+"""Model selection by the retrieval metric: the start counts, the best state is tested, early stopping stops."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+import retrieval_zoo as rz
+from retrieval_zoo.runner import fold_view, with_valid_split
+from retrieval_zoo.validation import ValidationSettings, valid_sample
+
+QUIET = {"wandb": "disabled", "progress": False, "print_table": False}
+PRETRAINED = ["light_two_tower", "mgdspr", "mmse", "mrse"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return rz.load_dataset("simshop-tiny")
+
+
+def _curve(result) -> pl.DataFrame:
+    return pl.read_csv(result.run_dir / "valid_curve.csv")
+
+
+def test_valid_sample_is_a_stable_subset_of_the_requested_size():
+    ids = [f"u{i}" for i in range(50)]
+    chosen = valid_sample(ids, np.arange(10, 50), 7)
+    assert len(chosen) == 7 and set(chosen) <= set(range(10, 50))
+    assert np.array_equal(chosen, valid_sample(ids, np.arange(10, 50), 7))
+    assert np.array_equal(valid_sample(ids, np.arange(5), None), np.arange(5))
+
+
+def test_settings_reject_a_monitor_that_is_not_computed():
+    with pytest.raises(ValueError, match="validation.monitor"):
+        ValidationSettings(monitor="mrr@10", metrics=["ndcg@10"])
+
+
+def test_training_that_can_only_hurt_keeps_the_start(tiny, tmp_path):
+    """An absurd learning rate wrecks every epoch; selection keeps epoch 0, so the test metrics are the start's
+    (the untrained model's, run with max_steps=0), and early stopping ends training after `patience` checks."""
+    # the frozen query side keeps the test fast; the shipped (fine-tuned) query side is exercised by the start test
+    hurt = ["optimizer.lr=1000.0", "optimizer.pretrained_lr=1000.0", "scheduler.name=constant",
+            "scheduler.warmup=0.0", "trainer.max_epochs=10", "validation.patience=2",
+            "pretrained.query_encoder=frozen"]
+    [wrecked] = rz.run_benchmark("light_two_tower", tiny, variant="pretrained", overrides=hurt, results_dir=tmp_path,
+                                 **QUIET)
+    [start] = rz.run_benchmark("light_two_tower", tiny, variant="pretrained",
+                               overrides=["trainer.max_steps=0", "pretrained.query_encoder=frozen"],
+                               results_dir=tmp_path / "start", **QUIET)
+    assert wrecked.costs["best_epoch"] == 0
+    assert wrecked.costs["epochs_trained"] == 2  # two checks in a row below the start (patience 2), then stop
+    curve = _curve(wrecked)
+    assert curve["epoch"].to_list() == [0, 1, 2]
+    assert curve["ndcg@10"][1] < curve["ndcg@10"][0]  # training really did hurt
+    for metric in ("ndcg@10", "recall@100", "mrr@10"):
+        assert wrecked.metrics[metric] == start.metrics[metric], metric
+
+
+def test_a_trained_epoch_that_beats_the_start_is_the_one_tested(tiny, tmp_path):
+    [result] = rz.run_benchmark("light_two_tower", tiny, overrides=["trainer.max_epochs=3"], results_dir=tmp_path,
+                                **QUIET)
+    curve = _curve(result)
+    best = result.costs["best_epoch"]
+    assert best >= 1  # a from-scratch tower starts at chance, so some epoch beats it
+    assert curve.filter(pl.col("epoch") == best)["ndcg@10"][0] == curve["ndcg@10"].max()
+
+
+@pytest.mark.parametrize("model", PRETRAINED)
+def test_each_pretrained_variant_starts_as_zero_shot_minilm_at_its_shipped_config(model, tiny, tmp_path):
+    [untrained] = rz.run_benchmark(model, tiny, variant="pretrained", overrides=["trainer.max_steps=0"],
+                                   results_dir=tmp_path, **QUIET)
+    [zero_shot] = rz.run_benchmark("minilm_zeroshot", tiny, results_dir=tmp_path, **QUIET)
+    config = rz.load_config(model, variant="pretrained")
+    assert config["model"]["dim"] == 384  # the shipped width, not a convenient test size
+    for metric in ("ndcg@10", "recall@100", "recall@500", "mrr@10", "p_recall@100"):
+        assert untrained.metrics[metric] == pytest.approx(zero_shot.metrics[metric], abs=1e-12), metric
+
+
+def test_a_dataset_without_valid_split_gets_a_stable_carve_of_its_train_queries(tiny):
+    from dataclasses import replace
+
+    queries = tiny.queries.with_columns(pl.lit("train").alias("split"))
+    plain = replace(tiny, queries=queries, searches=None, interactions=None, users=None)
+    carved = with_valid_split(plain, 0.25)
+    share = (carved.queries["split"] == "valid").mean()
+    assert 0.1 < share < 0.4
+    assert "carved by the runner" in carved.meta["protocol"]
+    assert carved.queries.equals(with_valid_split(plain, 0.25).queries)
+    assert with_valid_split(carved, 0.25) is carved  # a valid split of its own is kept
+
+
+def test_icecat_folds_select_on_an_inner_fold_never_the_test_fold(tiny):
+    from dataclasses import replace
+
+    queries = tiny.queries.with_columns((pl.int_range(pl.len()) % 5).cast(pl.Int32).alias("fold"))
+    dataset = replace(tiny, queries=queries, meta={**tiny.meta, "cv_folds": 5})
+    view = fold_view(dataset, 4)
+    splits = view.queries.group_by("fold").agg(pl.col("split").unique()).sort("fold")
+    assert splits["split"].to_list() == [["valid"], ["train"], ["train"], ["train"], ["test"]]
