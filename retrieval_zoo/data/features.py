@@ -33,13 +33,14 @@ product type in the category, materials in the description); the budgets keep a 
 crowding the title out of a fixed token budget. Rules:
 
 - fields in the setting's order, each cut to its first ``budget`` whitespace words (0 = field unused);
-- ``category`` is reduced to its leaf, the part after the last '>' ("Electronics > Phone Accessories >
-  Charger" -> "Charger"): the upper levels are shared by thousands of items and add length, not signal;
+- ``category`` is its path as words, the '>' separators dropped, cut from the top when over budget
+  ("Electronics > Phone Accessories > Charger" at budget 3 -> "Phone Accessories Charger"): the leaf names the
+  product type and the upper levels the words of broad queries ("clothing", "shoes"); measured on simshop,
+  the leaf alone cost BM25 0.009 NDCG@10 against the whole path;
 - lone bullet marks ("-", "*", "•" standing as words) are dropped, whitespace is collapsed, fields are joined by one space (no
   punctuation, so hashed words and BM25 terms stay clean);
 - an empty field is skipped, and so is a field whose words already appear, in order and case-insensitively,
-  in the text composed so far: a brand the title names, a description that repeats the title, a category
-  leaf the title already says;
+  in the text composed so far: a brand the title names, a description that repeats the title;
 - a product whose composed text is empty (only possible when ``title`` is not used) falls back to its title.
 """
 
@@ -200,7 +201,7 @@ def compose_item_texts(products: pl.DataFrame, budgets: Mapping[str, int]) -> li
     """One text per product from the budgeted columns, by the rules in the module docstring."""
     check_item_text(budgets)
     used = [(column, budget) for column, budget in budgets.items() if budget > 0]
-    values = [_field_values(products, column) for column, _ in used]
+    values = [_field_values(products, column, budget) for column, budget in used]
     titles = products["title"].to_list()
     return [
         _compose([(column_values[row], budget) for column_values, (_, budget) in zip(values, used, strict=True)])
@@ -209,10 +210,11 @@ def compose_item_texts(products: pl.DataFrame, budgets: Mapping[str, int]) -> li
     ]
 
 
-def _field_values(products: pl.DataFrame, column: str) -> list[str]:
+def _field_values(products: pl.DataFrame, column: str, budget: int) -> list[str]:
     values = products[column].fill_null("")
-    if column == "category":
-        values = values.str.split(">").list.last()  # the leaf; "" stays ""
+    if column == "category":  # the path's words, keeping the most specific (last) ones within the budget
+        words = values.str.replace_all(">", " ").str.split(" ").list.eval(pl.element().filter(pl.element() != ""))
+        values = words.list.tail(budget).list.join(" ")
     return values.to_list()
 
 

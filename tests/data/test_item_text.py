@@ -29,7 +29,7 @@ def test_fields_in_order_cut_to_their_budgets():
     budgets = {"title": 3, "brand": 4, "category": 6, "description": 4, "bullets": 3}
     # bullets: the lone "-" marks are dropped before the budget is counted
     assert compose_item_texts(frame, budgets) == [
-        "Acme red trail Zenit Running Shoes Light and grippy, made MATERIAL: mesh COLOUR:"
+        "Acme red trail Zenit Sports Footwear Running Shoes Light and grippy, made MATERIAL: mesh COLOUR:"
     ]
 
 
@@ -40,9 +40,9 @@ def test_default_budgets_skip_what_the_title_already_says():
                      description=["", "StarTech DB9 Adapter", "Holds 300 ml."],
                      bullets=["- long list", "", ""])
     assert compose_item_texts(frame, DEFAULT_ITEM_TEXT) == [
-        "HP Pavilion dv7 Notebook",                        # brand (any case) and category leaf are in the title
+        "HP Pavilion dv7 Notebook Computers Notebook",     # brand (any case) is in the title
         "StarTech DB9 Adapter",                            # a description that repeats the title
-        "Nova mug Orbit Mugs & Cups Holds 300 ml.",        # bullets: budget 0
+        "Nova mug Orbit Home Kitchen Mugs & Cups Holds 300 ml.",  # bullets: budget 0
     ]
 
 
@@ -83,3 +83,8 @@ def test_catalog_features_read_the_composed_text_and_keep_titles_for_display():
     assert title_only.texts == catalog.titles
     longer = (catalog.tensors["item_tokens"] > 0).sum(1) > (title_only.tensors["item_tokens"] > 0).sum(1)
     assert longer.all()
+
+
+def test_a_long_category_path_keeps_its_most_specific_words():
+    frame = products(title=["Charger"], category=["Electronics > Phone Accessories > Wall Chargers"])
+    assert compose_item_texts(frame, {"title": 4, "category": 3}) == ["Charger Accessories Wall Chargers"]
