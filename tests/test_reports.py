@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import polars as pl
 
-from retrieval_zoo.reports import leaderboard_path, write_markdown
+from retrieval_zoo.reports import RECIPE, leaderboard_path, write_markdown
 
 
 def board(rows: list[dict]) -> pl.DataFrame:
-    base = {"dataset": "shop", "baseline": "false", "ndcg@10": "0.5", "recall@100": "0.6", "params": "10"}
+    base = {"dataset": "shop", "baseline": "false", "ndcg@10": "0.5", "recall@100": "0.6", "params": "10",
+            "recipe": RECIPE}
     return pl.DataFrame([{**base, **row} for row in rows]).cast(pl.Utf8)
 
 
@@ -41,3 +42,14 @@ def test_baselines_are_labelled_whether_the_board_is_fresh_or_read_back_from_csv
     for text in (write_markdown(tmp_path, frame), write_markdown(tmp_path)):  # in memory, then from the csv
         assert "| bm25 (baseline) | default |" in text
         assert "| mine | default |" in text
+
+
+def test_rows_made_under_an_earlier_recipe_are_marked_until_rerun(tmp_path):
+    frame = board([{"model": "fresh", "variant": "default", "seed": "0"},
+                   {"model": "old", "variant": "default", "seed": "0", "recipe": "2026-01-01"},
+                   {"model": "old", "variant": "default", "seed": "1", "recipe": RECIPE}])
+    text = write_markdown(tmp_path, frame)
+    assert "| fresh | default |" in text
+    assert "| old † | default |" in text  # one seed from an earlier recipe is enough to mark the row
+    assert "† made under an earlier training recipe" in text
+    assert "†" not in write_markdown(tmp_path, frame.filter(pl.col("model") == "fresh"))

@@ -33,8 +33,8 @@ def test_default_index_is_the_composed_item_text():
     retriever = BM25Retriever(stopwords=None)
     data = datamodule()
     retriever.index(data)
-    assert retriever.corpus(data) == ["trail shoe Acme Hiking waterproof membrane for wet paths",
-                                      "desk lamp Lumo Lighting", "coffee mug Nova stoneware"]
+    assert retriever.corpus(data) == ["trail shoe Acme Sports Footwear Hiking waterproof membrane for wet paths",
+                                      "desk lamp Lumo Home Lighting", "coffee mug Nova stoneware"]
     scores, items = retriever.retrieve(["waterproof hiking"], k=1)
     assert items.tolist() == [[0]] and scores[0, 0] > 0  # both words are outside the title
 
