@@ -100,7 +100,8 @@ def run_benchmark(model: str, dataset: str | ProductSearchDataset = "simshop", s
     config = load_config(model, variant, overrides, config_file)
     spec = dataset if isinstance(dataset, str) else dataset.name
     data = load_dataset(dataset) if isinstance(dataset, str) else dataset
-    data = with_valid_split(data, validation_settings(config).valid_fraction)
+    selection = validation_settings(config)
+    data = with_valid_split(data, selection.valid_fraction if selection.enabled else 0.0)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     results = [run_once(config, data, spec, seed, Path(results_dir), wandb, progress, metrics)
                for seed in seed_list]
