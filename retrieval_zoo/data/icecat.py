@@ -51,7 +51,7 @@ LABEL_MAPPING = (
 N_BULLET_ATTRIBUTES = 8
 _OWN_FIELD_ATTRIBUTES = {"attr_t_product_colour", "attr_t_product_type"}  # already the color / category
 # Bump when the preparation changes, so that cached prepared datasets are rebuilt.
-PREPARATION_VERSION = 1
+PREPARATION_VERSION = 2  # 2: the protocol text names the inner validation fold
 
 
 def load_icecat(path: str | Path | None = None, n_folds: int | str = 5, cache: bool | str = True) -> ProductSearchDataset:
