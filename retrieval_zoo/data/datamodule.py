@@ -135,7 +135,6 @@ class RetrievalDataModule(pl.LightningDataModule):
     def _positive_level(self) -> int:
         if self.dataset.has_behaviour:
             return 2  # clicked or ordered
-        check_positive_settings(self.settings.positive_labels, self.settings.positive_weights)
         return min(LABEL_TO_LEVEL[label] for label in self.settings.positive_labels)
 
     def _pairs(self, split: str) -> Examples:
@@ -167,7 +166,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         label_data = not self.dataset.has_behaviour
         if self._hard_negatives is None and settings.enabled and (label_data or not settings.label_data_only):
             self._hard_negatives = mine_hard_negatives(self.catalog.texts, self.units, self.stages, settings,
-                                                       label_data=not self.dataset.has_behaviour)
+                                                       label_data=label_data)
         return self._hard_negatives
 
     # -- serving --------------------------------------------------------------------------------

@@ -143,10 +143,12 @@ class QuerySentenceTuning(nn.Module):
         self.original = MiniLMEncoder(original, "query_tokens")
         self.tuned = MiniLMEncoder(tuned, "query_tokens")
 
+    def train(self, mode: bool = True) -> QuerySentenceTuning:
+        super().train(mode)
+        self.original.eval()  # never dropout: the original must equal the tuned copy before any step
+        return self
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
-            self.original.bert.eval()  # no dropout: the original must equal the tuned copy before any step
             original = self.original(batch)
-        if not self.training:
-            self.tuned.bert.eval()
         return batch["query_sentence"] + (self.tuned(batch) - original)

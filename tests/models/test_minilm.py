@@ -53,6 +53,7 @@ def test_query_tuning_is_the_cached_vector_before_any_step_and_moves_with_traini
     batch = _query_batch(QUERIES)
     assert torch.equal(tuning(batch), batch["query_sentence"])  # tuned - original is exactly 0 at the start
     tuning.train()
+    assert tuning.tuned.training and not tuning.original.training  # the original never drops out
     tuning(batch).sum().backward()
     top = tuning.tuned.bert.encoder.layer[-1]
     assert all(p.grad is not None for p in top.parameters() if p.requires_grad)
