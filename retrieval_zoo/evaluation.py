@@ -186,7 +186,9 @@ def evaluate_run(targets: EvaluationTargets, run_frame: pl.DataFrame, metrics: l
 def _group_means(per_query: pl.DataFrame, groups: pl.DataFrame) -> dict[str, float]:
     if groups["group"].n_unique() < 2:
         return {}
-    grouped = per_query.join(groups, on="unit_id").group_by("metric", "group").agg(pl.col("value").mean())
+    # a fixed row order within each group: a float sum depends on its order, and the join's order varies
+    joined = per_query.join(groups, on="unit_id").sort("metric", "group", "unit_id")
+    grouped = joined.group_by("metric", "group", maintain_order=True).agg(pl.col("value").mean())
     return {f"{row['metric']}[group={row['group']}]": row["value"] for row in grouped.iter_rows(named=True)}
 
 

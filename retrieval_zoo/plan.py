@@ -27,56 +27,76 @@ def read_plan(path: str | Path) -> dict[str, Any]:
 def run_plan(path: str | Path = "benchmarks/leaderboard.yaml", results_dir: str | Path = "results",
              seeds: int | None = None, only: list[str] | None = None, wandb: str | None = None,
              resume: bool = False) -> pl.DataFrame:
-    """Run every (dataset, model, variant) of the plan; ``resume`` skips the seeds already on the leaderboard
-    (with their run folder on disk), so an interrupted plan continues where it stopped."""
+    """Run every (dataset, model, variant) of the plan. ``resume`` skips the seeds already on the leaderboard
+    that were made with the plan's resolved config, the current recipe and the same dataset content (the row's
+    ``config_hash``, with its run folder on disk), so an interrupted plan continues where it stopped and a row
+    made under other settings is rerun."""
     from retrieval_zoo.data.registry import load_dataset
     from retrieval_zoo.models.registry import load_config
-    from retrieval_zoo.runner import run_benchmark, slug
+    from retrieval_zoo.runner import config_hash, dataset_identity, run_benchmark
 
     plan = read_plan(path)
     n_seeds = seeds or int(plan.get("seeds", 3))
-    done = _finished_runs(Path(results_dir)) if resume else set()
+    results_dir = Path(results_dir)
     for spec, runs in plan["datasets"].items():
         try:
             data = load_dataset(spec)
         except DatasetError as error:
             print(f"skipping dataset {spec}: {error}")
             continue
+        identity = dataset_identity(spec if ":" in spec else data.name, data)
+        made = finished_runs(results_dir, identity.key, identity.fingerprint) if resume else {}
         for run in runs:
             if only and run["model"] not in only:
                 continue
-            variant = load_config(run["model"], run.get("variant"), run.get("set"))["variant"]
+            config = load_config(run["model"], run.get("variant"), run.get("set"))
+            wanted = config_hash(config, identity.fingerprint)
+            variant = config["variant"]
             todo = [seed for seed in range(int(run.get("seeds", n_seeds)))
-                    if (slug(spec), run["model"], variant, seed) not in done]
+                    if made.get((run["model"], variant, seed)) != wanted]
             if not todo:
-                print(f"resume: {spec} {run['model']}/{variant} already on the leaderboard")
+                print(f"resume: {spec} {run['model']}/{variant} already on the leaderboard (config {wanted})")
                 continue
             run_benchmark(run["model"], data if ":" not in spec else spec, todo, run.get("variant"),
                           run.get("set"), results_dir, wandb, progress=False)
     claims = Path(plan.get("claims", "benchmarks/claims"))
     if claims.exists():
         print(refresh_claims(claims, results_dir))
-    _log_to_wandb(Path(results_dir), wandb)
+    _log_to_wandb(results_dir, wandb)
     from retrieval_zoo.reports import read_leaderboard
 
     return read_leaderboard(results_dir)
 
 
-def _finished_runs(results_dir: Path) -> set[tuple[str, str, str, int]]:
-    """(dataset, model, variant, seed) of the leaderboard rows whose run folder still exists."""
-    from retrieval_zoo.reports import read_leaderboard
+def finished_runs(results_dir: Path, dataset: str, fingerprint: str) -> dict[tuple[str, str, int], str]:
+    """(model, variant, seed) -> config hash of ``dataset``'s board rows whose run folder still exists. Rows
+    from before the hash column get theirs from the config saved in their run folder, when they were made
+    under the current recipe (else none: they are rerun)."""
+    from retrieval_zoo.reports import RECIPE, read_leaderboard
+    from retrieval_zoo.runner import config_hash
 
     board = read_leaderboard(results_dir)
-    return {(d, m, v, int(s)) for d, m, v, s in board.select("dataset", "model", "variant", "seed").iter_rows()
-            if (results_dir / "runs" / d / m / v / f"seed{s}").is_dir()}
+    if not board.height:
+        return {}
+    made = {}
+    for row in board.filter(pl.col("dataset") == dataset).iter_rows(named=True):
+        folder = results_dir / "runs" / dataset / row["model"] / row["variant"] / f"seed{row['seed']}"
+        if not folder.is_dir():
+            continue
+        found = row.get("config_hash")
+        if not found and str(row.get("recipe")) == RECIPE and (folder / "config.yaml").exists():
+            found = config_hash(yaml.safe_load((folder / "config.yaml").read_text()), fingerprint)
+        if found:
+            made[(row["model"], row["variant"], int(row["seed"]))] = str(found)
+    return made
 
 
 def refresh_claims(claims_file: str | Path, results_dir: str | Path = "results") -> str:
     """Re-test every claim whose runs exist, write results/claims.csv and rebuild leaderboard.md."""
-    from retrieval_zoo.reports import _board_lock
+    from retrieval_zoo.store import board_lock
 
     results_dir = Path(results_dir)
-    with _board_lock(results_dir):
+    with board_lock(results_dir):
         return _refresh_claims(Path(claims_file), results_dir)
 
 
@@ -90,7 +110,7 @@ def _refresh_claims(claims_file: Path, results_dir: Path) -> str:
         if "dataset_spec" in board.columns else {}
     previous = results_dir / "claims.csv"
     claims = check_claims(claims_file, board, lambda slug: load_dataset(specs.get(slug, slug)),
-                          known=pl.read_csv(previous) if previous.exists() else None)
+                          known=pl.read_csv(previous) if previous.exists() else None, results_dir=results_dir)
     if claims.height:
         _atomic_write(results_dir / "claims.csv", claims.write_csv())
     write_markdown(results_dir, board)

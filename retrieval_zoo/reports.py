@@ -4,14 +4,12 @@ One table per dataset, stating its protocol. Rows are models and their ablation 
 significance test (ranx, paired t-test) compares each zoo model with the best baseline on that dataset and
 marks the cell (see ``SIGNIFICANCE_NOTE``). Claims (benchmarks/claims/*.yaml: pairs of variants and the metric
 a paper's claim is about) are tested the same way and listed under their dataset. Both files are written to
-a temporary file and renamed, so an interrupted run never leaves a half-written leaderboard.
+a temporary file and renamed; ``store.commit`` changes the board and the run folders it names as one step.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,44 +47,32 @@ def read_leaderboard(results_dir: str | Path = "results") -> pl.DataFrame:
     return pl.read_csv(path, infer_schema_length=None)
 
 
-def update_leaderboard(results_dir: Path, results: list, protocols: dict[str, str]) -> pl.DataFrame:
-    """Replace the rows of these (dataset, model, variant, seed) and rebuild the markdown."""
+def write_board(results_dir: Path, rows: list[dict[str, Any]], protocols: dict[str, str]) -> pl.DataFrame:
+    """Replace the board rows of these (dataset, model, variant, seed), save the protocols and rebuild the
+    markdown. Called by ``store.commit`` under the board lock; rows are flat (``flat_row``)."""
     results_dir = Path(results_dir)
-    with _board_lock(results_dir):
-        return _update_leaderboard(results_dir, results, protocols)
-
-
-@contextmanager
-def _board_lock(results_dir: Path):
-    """Serialise the read-modify-write of the leaderboard files between concurrent runs (two `make bench`
-    terminals or two plan processes sharing one results folder)."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    with open(results_dir / ".leaderboard.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _update_leaderboard(results_dir: Path, results: list, protocols: dict[str, str]) -> pl.DataFrame:
-    new = pl.DataFrame([_flat_row(r) for r in results], infer_schema_length=None)
+    new = pl.DataFrame(rows, infer_schema_length=None)
     old = read_leaderboard(results_dir)
     if old.height:
         old = old.join(new.select(KEYS).with_columns(pl.col("seed").cast(old.schema["seed"])), on=KEYS, how="anti")
         board = pl.concat([_stringify(old), _stringify(new)], how="diagonal_relaxed")
     else:
         board = _stringify(new)
-    board = board.sort(KEYS)
+    board = canonical(board)
     _atomic_write(leaderboard_path(results_dir), board.write_csv())
     _save_protocols(results_dir, protocols)
     write_markdown(results_dir, board)
     return board
 
 
-def _flat_row(result) -> dict[str, Any]:
+def canonical(board: pl.DataFrame) -> pl.DataFrame:
+    """Rows sorted by their key, the key columns first and the rest by name: equal boards are equal bytes."""
+    return board.select(*KEYS, *sorted(c for c in board.columns if c not in KEYS)).sort(KEYS)
+
+
+def flat_row(result) -> dict[str, Any]:
     row = result.row()
-    return {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
+    return {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
 
 
 def _stringify(frame: pl.DataFrame) -> pl.DataFrame:

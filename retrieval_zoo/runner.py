@@ -10,11 +10,10 @@ are run as query-level k-fold cross-validation: one model per fold, the folds' t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
-import re
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -27,16 +26,20 @@ import pytorch_lightning as L
 import torch
 import yaml
 
+from retrieval_zoo import store
 from retrieval_zoo.data.datamodule import DataSettings, RetrievalDataModule
 from retrieval_zoo.data.dataset import ProductSearchDataset
 from retrieval_zoo.data.features import FeatureSettings, check_fields, dataset_fields
-from retrieval_zoo.data.registry import load_dataset
+from retrieval_zoo.data.fingerprint import dataset_key, folder_fingerprint, slug
+from retrieval_zoo.data.registry import cache_dir, load_dataset, parse_dataset_spec
 from retrieval_zoo.data.stages import LABEL_MAPPING_NOTE
 from retrieval_zoo.evaluation import DEFAULT_METRICS, build_targets, evaluate_run, run_from_topk
 from retrieval_zoo.index import index_and_search
+from retrieval_zoo.interrupts import commit_guard
 from retrieval_zoo.models.base import RetrievalModule
 from retrieval_zoo.models.registry import ConfigError, build_model, load_config, model_entry
-from retrieval_zoo.reports import RECIPE
+from retrieval_zoo.preflight import check_run_settings
+from retrieval_zoo.reports import RECIPE, flat_row, write_board
 from retrieval_zoo.validation import (
     RetrievalValidation,
     Selection,
@@ -63,12 +66,26 @@ class RunResult:
     config: dict[str, Any] = field(repr=False, default_factory=dict)
     significance: dict[str, Any] = field(default_factory=dict)
     dataset_spec: str = ""
+    config_hash: str = ""
+    dataset_fingerprint: str = ""
 
     def row(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "model": self.model, "variant": self.variant, "seed": self.seed,
                 "baseline": model_entry(self.model).baseline, **self.metrics, **self.costs,
-                **self.significance, "dataset_spec": self.dataset_spec, "run_dir": str(self.run_dir),
-                "recipe": RECIPE}
+                **self.significance, "dataset_spec": self.dataset_spec,
+                # relative to the results folder, so a board reads the same wherever the folder lives
+                "run_dir": f"runs/{self.dataset}/{self.model}/{self.variant}/seed{self.seed}",
+                "recipe": RECIPE, "config_hash": self.config_hash,
+                "dataset_fingerprint": self.dataset_fingerprint[:16]}
+
+
+@dataclass(frozen=True)
+class DatasetIdentity:
+    """How the board names a dataset (``key``) and what its content hashes to (``fingerprint``)."""
+
+    key: str
+    fingerprint: str
+    spec: str  # as given, with a ``path=`` made absolute
 
 
 @dataclass
@@ -98,17 +115,27 @@ def run_benchmark(model: str, dataset: str | ProductSearchDataset = "simshop", s
     (default: online with WANDB_API_KEY set, else offline). Returns one RunResult per seed.
     """
     config = load_config(model, variant, overrides, config_file)
+    seed_list = check_run_settings(config, seeds, metrics)
     spec = dataset if isinstance(dataset, str) else dataset.name
     data = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    check_run_settings(config, seed_list, metrics, catalogue_size=data.products.height)
+    identity = dataset_identity(spec, data)
     selection = validation_settings(config)
     data = with_valid_split(data, selection.valid_fraction if selection.enabled else 0.0)
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    results = [run_once(config, data, spec, seed, Path(results_dir), wandb, progress, metrics)
-               for seed in seed_list]
-    if update_leaderboard:
-        from retrieval_zoo.reports import update_leaderboard as update
-
-        update(Path(results_dir), results, protocols={slug(spec): protocol_text(data)})
+    results_dir = Path(results_dir)
+    for line in store.recover(results_dir, write_board):
+        print(f"results: {line}")
+    staging = store.new_staging(results_dir)
+    try:
+        results = [run_once(config, data, identity, seed, results_dir, staging, wandb, progress, metrics)
+                   for seed in seed_list]
+        with commit_guard():  # an interrupt waits until the seeds and their board rows are in, whole
+            store.commit(results_dir, staging, [r.run_dir for r in results],
+                         [flat_row(r) for r in results] if update_leaderboard else [],
+                         {identity.key: protocol_text(data)}, write_board)
+    except BaseException:
+        store.abandon(results_dir, staging)  # nothing of this invocation reaches the board
+        raise
     if print_table:
         from retrieval_zoo.reports import format_results
 
@@ -116,8 +143,26 @@ def run_benchmark(model: str, dataset: str | ProductSearchDataset = "simshop", s
     return results
 
 
-def slug(spec: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec.replace(":", "-"))
+def dataset_identity(spec: str, data: ProductSearchDataset) -> DatasetIdentity:
+    """A folder-backed dataset (``path=``) is named and hashed by its files, so two folders never share a board
+    section; a registered one by its spec, hashed with its generator / preparation version and sizes."""
+    _, params = parse_dataset_spec(spec)
+    if "path" in params:
+        fingerprint = folder_fingerprint(params["path"], cache_dir() / "fingerprints.json")
+        resolved = {**params, "path": str(Path(params["path"]).expanduser().resolve())}
+        absolute = spec.partition(":")[0] + ":" + ",".join(f"{k}={v}" for k, v in resolved.items())
+        return DatasetIdentity(dataset_key(spec, params, fingerprint), fingerprint, absolute)
+    versions = {k: v for k, v in sorted(data.meta.items()) if "version" in k}
+    payload = json.dumps({"spec": spec, "versions": versions, "sizes": data.describe()}, sort_keys=True,
+                         default=str)
+    return DatasetIdentity(slug(spec), hashlib.sha256(payload.encode()).hexdigest(), spec)
+
+
+def config_hash(config: dict[str, Any], fingerprint: str) -> str:
+    """What a board row was made with: the resolved config, the training recipe and the dataset's content.
+    ``leaderboard --resume`` reruns a row whose hash differs from the plan's."""
+    payload = json.dumps({"config": config, "recipe": RECIPE, "dataset": fingerprint}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 def validation_settings(config: dict[str, Any]) -> ValidationSettings:
@@ -163,10 +208,12 @@ def protocol_text(dataset: ProductSearchDataset) -> str:
 
 
 # -- one seed ---------------------------------------------------------------------------------------------
-def run_once(config: dict[str, Any], dataset: ProductSearchDataset, spec: str, seed: int,
-             results_dir: Path, wandb: str | None, progress: bool, metrics: list[str] | None) -> RunResult:
+def run_once(config: dict[str, Any], dataset: ProductSearchDataset, identity: DatasetIdentity, seed: int,
+             results_dir: Path, staging: Path, wandb: str | None, progress: bool,
+             metrics: list[str] | None) -> RunResult:
+    """Train and evaluate one seed; its run folder is written under ``staging`` (``store.commit`` moves it)."""
     name, variant = config["name"], config["variant"]
-    dataset_slug = slug(spec)
+    dataset_slug = identity.key
     loggers = _loggers(config, dataset_slug, seed, results_dir, wandb)
     started = time.perf_counter()
     folds = dataset.meta.get("cv_folds")
@@ -186,9 +233,13 @@ def run_once(config: dict[str, Any], dataset: ProductSearchDataset, spec: str, s
     costs = _merge_costs([o.costs for o in outputs])
     costs["total_seconds"] = round(time.perf_counter() - started, 2)
     run_dir = results_dir / "runs" / dataset_slug / name / variant / f"seed{seed}"
-    result = RunResult(dataset_slug, name, variant, seed, means, costs, run_dir, config, dataset_spec=spec)
+    result = RunResult(dataset_slug, name, variant, seed, means, costs, run_dir, config,
+                       dataset_spec=identity.spec,
+                       config_hash=config_hash(config, identity.fingerprint),
+                       dataset_fingerprint=identity.fingerprint)
     result.significance = _against_best_baseline(result, results_dir, targets, run)
-    _write_run(result, dataset, run, per_query, units, pl.concat(curves) if curves else None)
+    _write_run(result, dataset, store.staged_path(staging, results_dir, run_dir), run, per_query, units,
+               pl.concat(curves) if curves else None)
     _log_final(loggers, result)
     return result
 
@@ -414,7 +465,8 @@ def versions() -> dict[str, str]:
 
 
 def _against_best_baseline(result: RunResult, results_dir: Path, targets, run: pl.DataFrame) -> dict[str, Any]:
-    """p-values against the seed-matched run of the best baseline so far (none for baselines themselves)."""
+    """p-values against the seed-matched run of the best baseline so far (none for baselines themselves).
+    A best baseline whose run folder is gone (run folders are not in git) is said, not silently skipped."""
     from retrieval_zoo.reports import read_leaderboard
     from retrieval_zoo.significance import best_baseline, compare_with_baseline
 
@@ -423,33 +475,43 @@ def _against_best_baseline(result: RunResult, results_dir: Path, targets, run: p
     best = best_baseline(read_leaderboard(results_dir), result.dataset)
     if best is None:
         return {}
+    name = f"{best[0]}/{best[1]}"
     baseline_dir = results_dir / "runs" / result.dataset / best[0] / best[1] / f"seed{result.seed}"
+    if not (baseline_dir / "run.parquet").exists():
+        print(f"warning: no significance test against the best baseline {name}: its seed-{result.seed} run "
+              f"folder {baseline_dir} is missing; rerun it (`make bench MODEL={best[0]}` with the same seeds)")
+        return {"compared_to": f"{name} (run folder missing: not tested)"}
     found = compare_with_baseline(targets, run, result.metrics, baseline_dir)
-    return {**found, "compared_to": f"{best[0]}/{best[1]}"} if found else {}
+    return {**found, "compared_to": name} if found else {}
 
 
-def _write_run(result: RunResult, dataset: ProductSearchDataset, run: pl.DataFrame,
+# the measured wall-clock figures of a run: they differ between identical reruns, so they live in timings.json
+# (and the board's cost columns), never in the files an identical rerun reproduces byte for byte
+def is_timing(key: str) -> bool:
+    return key.endswith(("_seconds", "_per_s", "_ms")) or key == "validation_seconds"
+
+
+def _write_run(result: RunResult, dataset: ProductSearchDataset, folder: Path, run: pl.DataFrame,
                per_query: pl.DataFrame, units: pl.DataFrame, valid_curve: pl.DataFrame | None) -> None:
-    """Everything of the run in its folder, written to a temporary folder first and renamed at the end."""
-    final = result.run_dir
-    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
-    (tmp / "config.yaml").write_text(yaml.safe_dump(result.config, sort_keys=False))
-    meta = {"dataset": result.dataset, "model": result.model, "variant": result.variant, "seed": result.seed,
-            "costs": result.costs, "versions": versions(), "dataset_description": dataset.describe(),
-            "protocol": protocol_text(dataset), "dropped": dataset.meta.get("dropped", {}),
-            "device": "cuda" if torch.cuda.is_available() else "cpu", "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-    run.write_parquet(tmp / "run.parquet")
-    per_query.write_parquet(tmp / "per_query.parquet")
-    units.write_parquet(tmp / "units.parquet")
+    """Everything of the run in ``folder`` (its staging place; ``store.commit`` moves it to ``result.run_dir``)."""
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
+    (folder / "config.yaml").write_text(yaml.safe_dump(result.config, sort_keys=True))
+    costs = {k: v for k, v in result.costs.items() if not is_timing(k)}
+    meta = {"dataset": result.dataset, "dataset_spec": result.dataset_spec, "model": result.model,
+            "variant": result.variant, "seed": result.seed, "config_hash": result.config_hash,
+            "dataset_fingerprint": result.dataset_fingerprint, "recipe": RECIPE, "costs": costs,
+            "versions": versions(), "dataset_description": dataset.describe(), "protocol": protocol_text(dataset),
+            "dropped": dataset.meta.get("dropped", {}), "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    timings = {k: v for k, v in result.costs.items() if is_timing(k)}
+    timings["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    (folder / "timings.json").write_text(json.dumps(timings, indent=2, sort_keys=True))
+    run.write_parquet(folder / "run.parquet")
+    per_query.sort("metric", "unit_id").write_parquet(folder / "per_query.parquet")  # ranx's order varies
+    units.write_parquet(folder / "units.parquet")
     if valid_curve is not None:  # valid metrics before training (epoch 0) and after each checked epoch
-        valid_curve.write_csv(tmp / "valid_curve.csv")
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+        valid_curve.drop([c for c in valid_curve.columns if is_timing(c)]).write_csv(folder / "valid_curve.csv")
 
 
 def _loggers(config: dict[str, Any], dataset_slug: str, seed: int, results_dir: Path, wandb: str | None) -> list:

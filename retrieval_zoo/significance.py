@@ -78,7 +78,7 @@ def read_claims(claims_file: str | Path) -> list[dict[str, Any]]:
 
 
 def check_claims(claims_file: str | Path, board: pl.DataFrame, load_dataset,
-                 known: pl.DataFrame | None = None) -> pl.DataFrame:
+                 known: pl.DataFrame | None = None, results_dir: str | Path = "results") -> pl.DataFrame:
     """Test every claim whose runs exist (a YAML file, or a folder of them); one row per claim with the verdict.
 
     ``known``: an earlier result of this function (claims.csv). A claim whose run folders are gone (they are not
@@ -92,7 +92,7 @@ def check_claims(claims_file: str | Path, board: pl.DataFrame, load_dataset,
     rows = []
     datasets: dict[str, ProductSearchDataset] = {}
     for claim in claims:
-        row = _check_claim(claim, board, datasets, load_dataset, known_p)
+        row = _check_claim(claim, board, datasets, load_dataset, known_p, Path(results_dir))
         if row is not None:
             rows.append(row)
     return pl.DataFrame(rows) if rows else pl.DataFrame()
@@ -104,15 +104,20 @@ def _runs_of(board: pl.DataFrame, dataset: str, model_variant: str) -> pl.DataFr
                         & (pl.col("variant") == (variant or "default")))
 
 
-def _seed_values(rows: pl.DataFrame, key: str) -> dict[int, tuple[float, str]]:
+def _seed_values(rows: pl.DataFrame, key: str, results_dir: Path) -> dict[int, tuple[float, Path]]:
     """seed -> (the leaderboard's value of ``key``, the run folder) for one model/variant."""
     values = rows[key].cast(pl.Float64, strict=False).to_list() if key in rows.columns else [None] * rows.height
-    return {int(seed): (np.nan if value is None else value, run_dir)
-            for seed, value, run_dir in zip(rows["seed"].to_list(), values, rows["run_dir"].to_list(), strict=True)}
+    return {int(row["seed"]): (np.nan if value is None else value, run_folder(results_dir, row))
+            for row, value in zip(rows.iter_rows(named=True), values, strict=True)}
+
+
+def run_folder(results_dir: Path, row: dict[str, Any]) -> Path:
+    """A board row's run folder: ``<results>/runs/<dataset>/<model>/<variant>/seed<k>``."""
+    return Path(results_dir) / "runs" / row["dataset"] / row["model"] / row["variant"] / f"seed{row['seed']}"
 
 
 def _check_claim(claim: dict[str, Any], board: pl.DataFrame, datasets: dict, load_dataset,
-                 known_p: dict[tuple[str, str], tuple]) -> dict[str, Any] | None:
+                 known_p: dict[tuple[str, str], tuple], results_dir: Path) -> dict[str, Any] | None:
     """The claim's effect from the leaderboard's per-seed values; its p-value from the saved runs.
 
     A run's metrics live in the leaderboard, its ranked results in its run folder (not committed). Without the
@@ -122,8 +127,8 @@ def _check_claim(claim: dict[str, Any], board: pl.DataFrame, datasets: dict, loa
     dataset = claim["dataset"]
     metric, group = claim["metric"], claim.get("group")
     key = f"{metric}[group={group}]" if group else metric
-    a_runs = _seed_values(_runs_of(board, dataset, claim["a"]), key)
-    b_runs = _seed_values(_runs_of(board, claim.get("b_dataset", dataset), claim["b"]), key)
+    a_runs = _seed_values(_runs_of(board, dataset, claim["a"]), key, results_dir)
+    b_runs = _seed_values(_runs_of(board, claim.get("b_dataset", dataset), claim["b"]), key, results_dir)
     seeds = sorted(set(a_runs) & set(b_runs))
     if not seeds:
         return None

@@ -122,3 +122,16 @@ def test_rerank_ndcg_is_one_for_the_ideal_order_and_exact_for_the_reversed_one()
     assert rerank_metrics(targets, reversed_)["rerank_ndcg"] == pytest.approx(
         (10 / math.log2(3) + 50) / (100 + 10 / math.log2(3)))
 
+
+
+@pytest.mark.reliability
+def test_a_missing_best_baseline_run_is_said_not_silently_skipped(tiny, tmp_path, capsys):
+    import shutil
+
+    run_benchmark("bm25", tiny, seeds=1, results_dir=tmp_path, wandb="disabled", progress=False, print_table=False)
+    shutil.rmtree(tmp_path / "runs" / "simshop-tiny" / "bm25" / "default" / "seed0")
+    [result] = run_benchmark("mgdspr", tiny, seeds=1, overrides=FAST, results_dir=tmp_path, wandb="disabled",
+                             progress=False, print_table=False)
+    assert "no significance test against the best baseline bm25/default" in capsys.readouterr().out
+    assert result.significance == {"compared_to": "bm25/default (run folder missing: not tested)"}
+    assert "pval_ndcg@10" not in result.significance

@@ -34,7 +34,7 @@ def claims_file(tmp_path, expect: dict) -> str:
 
 def test_effect_is_the_seed_mean_of_the_leaderboard_and_p_comes_from_the_saved_runs(board_dir, label_dataset):
     board = read_leaderboard(board_dir)
-    [row] = check_claims(claims_file(board_dir, {"max_p": 0.5}), board, lambda _: label_dataset).to_dicts()
+    [row] = check_claims(claims_file(board_dir, {"max_p": 0.5}), board, lambda _: label_dataset, results_dir=board_dir).to_dicts()
     ndcg = {r["model"]: float(r["ndcg@10"]) for r in board.iter_rows(named=True)}
     assert row["a_mean"] == pytest.approx(ndcg["bm25"]) and row["b_mean"] == pytest.approx(ndcg["light_two_tower"])
     assert row["relative_change"] == pytest.approx(ndcg["bm25"] / ndcg["light_two_tower"] - 1)
@@ -47,26 +47,26 @@ def test_without_run_folders_a_p_claim_is_untested_but_an_effect_claim_still_get
     shutil.rmtree(board_dir / "runs")
     board = read_leaderboard(board_dir)
     never = lambda _: pytest.fail("no dataset is needed without saved runs")  # noqa: E731
-    [p_claim] = check_claims(claims_file(board_dir, {"max_p": 0.5}), board, never).to_dicts()
+    [p_claim] = check_claims(claims_file(board_dir, {"max_p": 0.5}), board, never, results_dir=board_dir).to_dicts()
     assert p_claim["verdict"] == "untested (runs not saved)"
     assert p_claim["p_max"] != p_claim["p_max"]  # NaN
-    [effect] = check_claims(claims_file(board_dir, {"max_relative_loss": 10.0}), board, never).to_dicts()
+    [effect] = check_claims(claims_file(board_dir, {"max_relative_loss": 10.0}), board, never, results_dir=board_dir).to_dicts()
     assert effect["verdict"] == "yes"
     [fails] = check_claims(claims_file(board_dir, {"min_relative_gain": 100.0, "max_p": 0.01}), board,
-                           never).to_dicts()
+                           never, results_dir=board_dir).to_dicts()
     assert fails["verdict"] == "no"  # the effect alone already fails it
 
 
 def test_a_refresh_keeps_the_p_value_of_the_same_runs_once_their_folders_are_gone(board_dir, label_dataset):
     file = claims_file(board_dir, {"max_p": 0.5})
-    with_runs = check_claims(file, read_leaderboard(board_dir), lambda _: label_dataset)
+    with_runs = check_claims(file, read_leaderboard(board_dir), lambda _: label_dataset, results_dir=board_dir)
     shutil.rmtree(board_dir / "runs")
     board = read_leaderboard(board_dir)
-    [kept] = check_claims(file, board, lambda _: label_dataset, known=with_runs).to_dicts()
+    [kept] = check_claims(file, board, lambda _: label_dataset, known=with_runs, results_dir=board_dir).to_dicts()
     [original] = with_runs.to_dicts()
     assert kept["p_max"] == pytest.approx(original["p_max"]) and kept["verdict"] == original["verdict"]
     other = with_runs.with_columns(pl.col("a_mean") + 0.01)  # other runs: the old p-value does not apply
-    [untouched] = check_claims(file, board, lambda _: label_dataset, known=other).to_dicts()
+    [untouched] = check_claims(file, board, lambda _: label_dataset, known=other, results_dir=board_dir).to_dicts()
     assert untouched["verdict"] == "untested (runs not saved)"
 
 

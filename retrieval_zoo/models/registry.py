@@ -3,12 +3,15 @@
 Every model has one YAML file in ``retrieval_zoo/configs/`` (its defaults, every key commented), merged over
 ``configs/defaults.yaml`` (the sections every model shares: trainer, data, index, eval). A config may name
 ``variants``: ablations given as overrides of its own keys. Command-line overrides use dotted keys,
-``model.dim=64``; a key that is not in the config fails with the list of valid keys.
+``model.dim=64``; a key that is not in the config fails with the list of valid keys, and a value whose type does
+not fit the key's (``trainer.max_epochs=abc``) fails naming the key. ``null`` is accepted where the default is
+null or the key's YAML comment documents a null value (``pretrained_lr: null  # ... (null: lr)``).
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -65,8 +68,9 @@ def list_variants(name: str) -> list[str]:
 def load_config(name: str, variant: str | None = None, overrides: list[str] | dict | None = None,
                 config_file: str | Path | None = None) -> dict[str, Any]:
     """The resolved config of a run: defaults < model YAML (or ``config_file``) < variant < overrides."""
-    defaults = _read_yaml(resources.files("retrieval_zoo") / "configs" / "defaults.yaml")
-    own = _read_yaml(Path(config_file) if config_file else config_path(name))
+    defaults_path = resources.files("retrieval_zoo") / "configs" / "defaults.yaml"
+    own_path = Path(config_file) if config_file else config_path(name)
+    defaults, own = _read_yaml(defaults_path), _read_yaml(own_path)
     variants = own.pop("variants", {}) or {}
     config = merge(defaults, own, path="", strict=False)
     variant = variant or "default"
@@ -75,7 +79,10 @@ def load_config(name: str, variant: str | None = None, overrides: list[str] | di
             raise ConfigError(f"model '{name}' has no variant '{variant}'; valid variants: "
                               f"{', '.join(['default', *variants])}")
         config = merge(config, variants[variant], path="", strict=True)
-    config = merge(config, parse_overrides(overrides), path="", strict=True)
+    parsed = parse_overrides(overrides)
+    nullable = documented_nullable(defaults_path.read_text()) | documented_nullable(own_path.read_text())
+    check_override_types(config, parsed, nullable, _raw_texts(overrides))
+    config = merge(config, parsed, path="", strict=True)
     config["name"], config["variant"] = name, variant
     return config
 
@@ -95,8 +102,108 @@ def parse_overrides(overrides: list[str] | dict | None) -> dict[str, Any]:
         *parents, leaf = key.strip().split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or "not valid YAML"
+            raise ConfigError(f"override '{item}': the value is not valid YAML ({problem}); quote text and close "
+                              "brackets, e.g. data.positive_labels=[E, S]") from None
     return nested
+
+
+def _raw_texts(overrides: list[str] | dict | None) -> dict[str, str]:
+    """``--set`` items as typed: dotted key -> the text after ``=`` (for error messages)."""
+    if not overrides or isinstance(overrides, dict):
+        return {}
+    return {key.strip(): value for key, _, value in (item.partition("=") for item in overrides)}
+
+
+# Trainer keys that Lightning accepts with more than one type (besides their default's).
+FLEXIBLE_KEYS: dict[str, tuple[type, ...]] = {
+    "trainer.devices": (int, str, list),
+    "trainer.precision": (int, str),
+    "trainer.max_time": (str, dict),
+    "trainer.gradient_clip_val": (int, float),
+    **{f"trainer.{key}": (int, float) for key in ("limit_train_batches", "limit_val_batches",
+                                                   "limit_test_batches", "val_check_interval", "overfit_batches")},
+}
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               list: "a list", dict: "a mapping"}
+
+
+def _kind(value: Any) -> type | None:
+    for kind in (bool, int, float, str, list, dict):  # bool before int: True is an int to Python
+        if isinstance(value, kind):
+            return kind
+    if isinstance(value, tuple):
+        return list
+    return None
+
+
+def _fits(value: Any, allowed: tuple[type, ...]) -> bool:
+    kind = _kind(value)
+    return kind in allowed or (kind is int and float in allowed)  # an integer is a fine number
+
+
+def check_override_types(config: dict[str, Any], update: dict[str, Any], nullable: set[str] | frozenset = frozenset(),
+                         raw: dict[str, str] | None = None, path: str = "") -> None:
+    """Every override value must fit the type of the value it replaces (an integer fits a float; anything fits
+    a null default; null fits keys in ``nullable``). Keys not in ``config`` are left to ``merge``."""
+    raw = raw or {}
+    for key, value in update.items():
+        where = f"{path}.{key}" if path else key
+        if key not in config or config[key] is None:
+            continue
+        current = config[key]
+        if isinstance(current, dict) and isinstance(value, dict):
+            check_override_types(current, value, nullable, raw, where)
+            continue
+        if value is None and where in nullable:
+            continue
+        allowed = FLEXIBLE_KEYS.get(where, (_kind(current),))
+        if value is not None and _fits(value, allowed):
+            continue
+        wanted = " or ".join(_TYPE_NAMES.get(kind, kind.__name__) for kind in allowed if kind is not None)
+        shown = repr(raw[where]) if where in raw else ("null" if value is None else repr(value))
+        if isinstance(current, dict):
+            hint = f"set its keys one by one, e.g. {where}.{next(iter(current), 'key')}=..."
+        else:
+            hint = f"e.g. {where}={_yaml_text(current)} (its default)"
+        raise ConfigError(f"config key {where} expects {wanted}, got {shown}; {hint}")
+
+
+def _yaml_text(value: Any) -> str:
+    """A value as it would be typed after ``--set key=``."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+
+
+def documented_nullable(text: str) -> set[str]:
+    """Dotted keys of a config YAML whose comment (on the key's line or the comment lines under it) mentions
+    ``null``: the keys documented as accepting null."""
+    found: set[str] = set()
+    stack: list[tuple[int, str]] = []
+    last = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("#"):
+            if last and re.search(r"\bnull\b", stripped):
+                found.add(last)
+            continue
+        match = re.match(r"^(\s*)([A-Za-z_][\w-]*)\s*:", line)
+        if not match:
+            last = ""
+            continue
+        indent = len(match.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, match.group(2)))
+        last = ".".join(name for _, name in stack)
+        comment = line.split("#", 1)[1] if "#" in line else ""
+        if re.search(r"\bnull\b", comment):
+            found.add(last)
+    return found
 
 
 def merge(base: dict[str, Any], update: dict[str, Any], path: str, strict: bool) -> dict[str, Any]:

@@ -223,7 +223,7 @@ def test_no_user_variant_asks_for_no_user_input():
 
 # -- end to end ---------------------------------------------------------------------------------------------
 RUN = ["model.dim=32", "model.heads=4", "model.word_buckets=4096", "model.char_buckets=4096",
-       "trainer.max_steps=3", "data.batch_size=64", "eval.k=100"]
+       "trainer.max_steps=3", "data.batch_size=64", "eval.k=500"]
 
 
 def finite_metrics(result, names):
