@@ -1,7 +1,7 @@
 """The best NDCG@10 a text-only model can expect on simshop's test searches, next to a saved run's.
 
 simshop writes a product's colour and style in its listing only when the product is not ``image_only``; its
-relevance labels are computed from the true attributes (``retrieval_zoo/data/simshop.py``, ``_label_matrix``).
+relevance labels are computed from the true attributes (``retrieval_zoo/data/simshop/judgments.py``, ``label_matrix``).
 A model that reads text alone therefore knows every label except one: for a query that names a colour or style
 (group ``image_attr``), an image-only product of the right type whose text attributes match is Exact or
 Substitute depending on pixels it cannot see. The Bayes-optimal text ranking puts the text-visible Exact items

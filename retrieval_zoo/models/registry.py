@@ -72,7 +72,7 @@ def load_config(name: str, variant: str | None = None, overrides: list[str] | di
     own_path = Path(config_file) if config_file else config_path(name)
     defaults, own = _read_yaml(defaults_path), _read_yaml(own_path)
     variants = own.pop("variants", {}) or {}
-    config = merge(defaults, own, path="", strict=False)
+    config = merge_model_yaml(defaults, own, own_path)
     variant = variant or "default"
     if variant != "default":
         if variant not in variants:
@@ -84,6 +84,30 @@ def load_config(name: str, variant: str | None = None, overrides: list[str] | di
     check_override_types(config, parsed, nullable, _raw_texts(overrides))
     config = merge(config, parsed, path="", strict=True)
     config["name"], config["variant"] = name, variant
+    return config
+
+
+# Sections a model YAML brings itself (checked where they are used: the model's constructor, the loss's, the
+# optimizer's) and Lightning's Trainer arguments (Lightning names an unknown one); every other key of a model
+# YAML must exist in defaults.yaml, so a typo fails at load instead of being silently ignored.
+OWN_SECTIONS = ("model", "loss", "optimizer", "trainer")
+
+
+def merge_model_yaml(defaults: dict[str, Any], own: dict[str, Any], path: Path | Any) -> dict[str, Any]:
+    """defaults.yaml < a model YAML, with the keys outside ``OWN_SECTIONS`` checked against defaults.yaml."""
+    config = copy.deepcopy(defaults)
+    for section, value in own.items():
+        open_section = section in OWN_SECTIONS
+        if not open_section and section not in defaults:
+            raise ConfigError(f"{path}: unknown section '{section}'; valid sections: "
+                              f"{', '.join(sorted([*defaults, *OWN_SECTIONS]))}")
+        if isinstance(value, dict) and isinstance(config.get(section), dict):
+            try:
+                config[section] = merge(config[section], value, section, strict=not open_section)
+            except ConfigError as error:
+                raise ConfigError(f"{path}: {error}") from None
+        else:
+            config[section] = copy.deepcopy(value)
     return config
 
 
