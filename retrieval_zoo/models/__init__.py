@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from retrieval_zoo.models.base import RetrievalModule, TwoTowerModel
-from retrieval_zoo.models.bm25 import BM25Retriever
-from retrieval_zoo.models.light_two_tower import LightTwoTower
+from retrieval_zoo.models.bm25 import BM25Config, BM25Retriever
+from retrieval_zoo.models.light_two_tower import LightTwoTower, LightTwoTowerConfig
 from retrieval_zoo.models.mgdspr import MGDSPR
-from retrieval_zoo.models.minilm import MiniLMFineTuned, MiniLMZeroShot
+from retrieval_zoo.models.minilm import (
+    MiniLMFineTuned,
+    MiniLMFineTunedConfig,
+    MiniLMZeroShot,
+    MiniLMZeroShotConfig,
+)
 from retrieval_zoo.models.mmse import MMSE
 from retrieval_zoo.models.mrse import MRSE
 from retrieval_zoo.models.registry import (
@@ -19,13 +24,16 @@ from retrieval_zoo.models.registry import (
 )
 
 # -- baselines ---------------------------------------------------------------------------------------
-register_model("bm25", BM25Retriever, "bm25.yaml", "BM25 over title, brand and category (bm25s)", baseline=True)
+register_model("bm25", BM25Retriever, "bm25.yaml", "BM25 over the composed item text (bm25s)", baseline=True,
+               config_class=BM25Config)
 register_model("minilm_zeroshot", MiniLMZeroShot, "minilm_zeroshot.yaml",
-               "all-MiniLM-L6-v2 frozen sentence embeddings", baseline=True)
+               "all-MiniLM-L6-v2 frozen sentence embeddings", baseline=True, config_class=MiniLMZeroShotConfig)
 register_model("minilm_finetune", MiniLMFineTuned, "minilm_finetune.yaml",
-               "all-MiniLM-L6-v2 fine-tuned two-tower, in-batch softmax", baseline=True)
+               "all-MiniLM-L6-v2 fine-tuned two-tower, in-batch softmax", baseline=True,
+               config_class=MiniLMFineTunedConfig)
 register_model("light_two_tower", LightTwoTower, "light_two_tower.yaml",
-               "DSSM-style hashed n-gram two-tower trained from scratch", baseline=True)
+               "DSSM-style hashed n-gram two-tower trained from scratch", baseline=True,
+               config_class=LightTwoTowerConfig)
 
 # -- the zoo -----------------------------------------------------------------------------------------
 register_model("mgdspr", MGDSPR, "mgdspr.yaml", "Taobao MGDSPR: multi-granular query, behaviour attention")

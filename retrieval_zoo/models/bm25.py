@@ -13,10 +13,21 @@ the composed item text existed, kept for comparisons. ``fields: null`` (the defa
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from retrieval_zoo.data.datamodule import RetrievalDataModule
+
+
+@dataclass
+class BM25Config:
+    """The ``model:`` section of configs/bm25.yaml (each key documented there)."""
+
+    k1: float = 1.5
+    b: float = 0.75
+    stopwords: str | None = "en"
+    fields: list[str] | None = None
 
 
 class BM25Retriever:
@@ -24,10 +35,10 @@ class BM25Retriever:
     optional_fields: set[str] = set()
     trainable = False
 
-    def __init__(self, k1: float = 1.5, b: float = 0.75, stopwords: str | None = "en",
-                 fields: list[str] | None = None):
-        self.k1, self.b, self.stopwords = k1, b, stopwords
-        self.fields = tuple(fields) if fields else None
+    def __init__(self, config: BM25Config | None = None):
+        config = config or BM25Config()
+        self.k1, self.b, self.stopwords = config.k1, config.b, config.stopwords
+        self.fields = tuple(config.fields) if config.fields else None
         self.index_seconds = 0.0
         self.n_items = 0
 

@@ -14,6 +14,8 @@ pretrained-start row of the leaderboard).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -38,17 +40,28 @@ class HashedBagTower(nn.Module):
         return l2_normalize(vector)
 
 
+@dataclass
+class LightTwoTowerConfig:
+    """The ``model:`` section of configs/light_two_tower.yaml (each key documented there)."""
+
+    dim: int = 128
+    hidden: int = 128
+    n_buckets: int = 100_000
+    pretrained_sentence: bool = False
+
+
 class LightTwoTower(TwoTowerModel):
     """DSSM-style two-tower over hashed n-grams (see the module docstring)."""
 
     required_fields = {"query_hashed", "item_hashed"}
 
-    def __init__(self, dim: int = 128, hidden: int = 128, n_buckets: int = 100_000,
-                 pretrained_sentence: bool = False):
+    def __init__(self, config: LightTwoTowerConfig | None = None):
         super().__init__()
+        config = config or LightTwoTowerConfig()
+        dim, hidden, n_buckets = config.dim, config.hidden, config.n_buckets
         self.query_tower = HashedBagTower("query_hashed", n_buckets, dim, hidden,
-                                          "query_sentence" if pretrained_sentence else None)
+                                          "query_sentence" if config.pretrained_sentence else None)
         self.item_tower = HashedBagTower("item_hashed", n_buckets, dim, hidden,
-                                         "item_sentence" if pretrained_sentence else None)
-        if pretrained_sentence:
+                                         "item_sentence" if config.pretrained_sentence else None)
+        if config.pretrained_sentence:
             self.required_fields = self.required_fields | {"query_sentence", "item_sentence"}

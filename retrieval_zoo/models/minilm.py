@@ -24,6 +24,9 @@ Assumptions: mean pooling over [CLS] ids [SEP] (the checkpoint's own pooling), q
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -41,12 +44,17 @@ class FieldPassThrough(nn.Module):
         return inputs[self.field]
 
 
+@dataclass
+class MiniLMZeroShotConfig:
+    """configs/minilm_zeroshot.yaml has no model keys: the frozen checkpoint is the model."""
+
+
 class MiniLMZeroShot(TwoTowerModel):
     """Frozen all-MiniLM-L6-v2 sentence embeddings, no parameters trained."""
 
     required_fields = {"query_sentence", "item_sentence"}
 
-    def __init__(self):
+    def __init__(self, config: MiniLMZeroShotConfig | None = None):
         super().__init__()
         self.query_tower = FieldPassThrough("query_sentence")
         self.item_tower = FieldPassThrough("item_sentence")
@@ -83,23 +91,27 @@ class MiniLMEncoder(nn.Module):
         return l2_normalize(masked_mean(hidden, attention.bool()))
 
 
-ITEM_ENCODERS = ("frozen", "shared")
+@dataclass
+class MiniLMFineTunedConfig:
+    """The ``model:`` section of configs/minilm_finetune.yaml (each key documented there)."""
+
+    item_encoder: Literal["frozen", "shared"] = "frozen"
+    trainable_layers: int | None = 2
 
 
 class MiniLMFineTuned(TwoTowerModel):
     """all-MiniLM-L6-v2 fine-tuned: the query encoder, and with ``item_encoder: shared`` the items too."""
 
-    def __init__(self, item_encoder: str = "frozen", trainable_layers: int | None = 2):
+    def __init__(self, config: MiniLMFineTunedConfig | None = None):
         super().__init__()
         import copy
 
-        if item_encoder not in ITEM_ENCODERS:
-            raise ValueError(f"model.item_encoder must be one of {ITEM_ENCODERS}, got {item_encoder!r}")
+        config = config or MiniLMFineTunedConfig()
         bert = copy.deepcopy(text.sentence_transformer()[0].auto_model)
         bert.train()
-        freeze_lower_layers(bert, trainable_layers)
+        freeze_lower_layers(bert, config.trainable_layers)
         self.query_tower = MiniLMEncoder(bert, "query_tokens")
-        if item_encoder == "shared":
+        if config.item_encoder == "shared":
             self.item_tower = MiniLMEncoder(bert, "item_tokens")
             self.required_fields = {"query_text", "item_text"}
         else:

@@ -27,6 +27,7 @@ class ModelEntry:
     config: str
     description: str
     baseline: bool = False
+    config_class: type | None = None  # the typed ``model:`` section (a dataclass), see typed_config.py
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -36,10 +37,13 @@ class ConfigError(ValueError):
     """A config or override that does not fit; the message names the valid choices."""
 
 
-def register_model(name: str, factory: type, config: str, description: str, baseline: bool = False) -> None:
+def register_model(name: str, factory: type, config: str, description: str, baseline: bool = False,
+                   config_class: type | None = None) -> None:
+    """Register ``factory`` (a model class) under ``name`` with its YAML ``config`` (a file name in
+    ``retrieval_zoo/configs/`` or a path) and ``config_class``, the dataclass of its ``model:`` section."""
     if name in _MODELS:
         raise ValueError(f"model '{name}' is registered twice")
-    _MODELS[name] = ModelEntry(name, factory, config, description, baseline)
+    _MODELS[name] = ModelEntry(name, factory, config, description, baseline, config_class)
 
 
 def list_models(baselines: bool | None = None) -> list[str]:
@@ -84,6 +88,11 @@ def load_config(name: str, variant: str | None = None, overrides: list[str] | di
     check_override_types(config, parsed, nullable, _raw_texts(overrides))
     config = merge(config, parsed, path="", strict=True)
     config["name"], config["variant"] = name, variant
+    config_class = model_entry(name).config_class
+    if config_class is not None:  # every model key and type checked now, before any data or training
+        from retrieval_zoo.models.typed_config import typed_section
+
+        typed_section(config_class, config.get("model"), f"{own_path.name} (variant {variant}, with --set)")
     return config
 
 
@@ -251,10 +260,15 @@ def build_model(config: dict[str, Any]):
     from retrieval_zoo.models.base import RetrievalModule, TwoTowerModel
 
     entry = model_entry(config["name"])
-    try:
-        model = entry.factory(**config.get("model", {}))
-    except TypeError as error:
-        raise ConfigError(f"model '{entry.name}': {error}") from None
+    if entry.config_class is not None:
+        from retrieval_zoo.models.typed_config import typed_section
+
+        model = entry.factory(typed_section(entry.config_class, config.get("model"), f"model '{entry.name}'"))
+    else:
+        try:
+            model = entry.factory(**config.get("model", {}))
+        except TypeError as error:
+            raise ConfigError(f"model '{entry.name}': {error}") from None
     if not isinstance(model, TwoTowerModel):
         return model
     attach_query_tuning(model, config.get("pretrained", {}), entry.name)

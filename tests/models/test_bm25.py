@@ -8,7 +8,7 @@ import pytest
 from retrieval_zoo.data.datamodule import DataSettings, RetrievalDataModule
 from retrieval_zoo.data.dataset import ProductSearchDataset
 from retrieval_zoo.data.features import FeatureSettings
-from retrieval_zoo.models.bm25 import BM25Retriever
+from retrieval_zoo.models.bm25 import BM25Config, BM25Retriever
 
 
 def dataset() -> ProductSearchDataset:
@@ -30,7 +30,7 @@ def datamodule(item_text: dict[str, int] | None = None) -> RetrievalDataModule:
 
 
 def test_default_index_is_the_composed_item_text():
-    retriever = BM25Retriever(stopwords=None)
+    retriever = BM25Retriever(BM25Config(stopwords=None))
     data = datamodule()
     retriever.index(data)
     assert retriever.corpus(data) == ["trail shoe Acme Sports Footwear Hiking waterproof membrane for wet paths",
@@ -40,14 +40,14 @@ def test_default_index_is_the_composed_item_text():
 
 
 def test_item_text_setting_changes_what_bm25_sees():
-    retriever = BM25Retriever(stopwords=None)
+    retriever = BM25Retriever(BM25Config(stopwords=None))
     retriever.index(datamodule({"title": 32}))
     scores, _ = retriever.retrieve(["waterproof hiking"], k=3)
     assert (scores == 0).all()
 
 
 def test_fields_index_named_columns_whole():
-    retriever = BM25Retriever(stopwords=None, fields=["title", "bullets"])
+    retriever = BM25Retriever(BM25Config(stopwords=None, fields=["title", "bullets"]))
     assert retriever.corpus(datamodule()) == ["trail shoe ", "desk lamp ", "coffee mug - dishwasher"]
     with pytest.raises(ValueError, match=r"unknown product columns \['price'\]; valid columns: product_id"):
-        BM25Retriever(fields=["title", "price"]).corpus(datamodule())
+        BM25Retriever(BM25Config(fields=["title", "price"])).corpus(datamodule())

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from retrieval_zoo.data import text
 from retrieval_zoo.models.components import PretrainedStart, SentenceAdapter, shared_projection
-from retrieval_zoo.models.light_two_tower import LightTwoTower
+from retrieval_zoo.models.light_two_tower import LightTwoTower, LightTwoTowerConfig
 
 
 def _sentences(n: int, seed: int) -> torch.Tensor:
@@ -39,7 +39,7 @@ def test_the_gate_hides_the_towers_own_part_at_the_start_and_is_trained():
 
 
 def test_light_two_tower_pretrained_starts_as_zero_shot_minilm():
-    model = LightTwoTower(dim=text.PRETRAINED_DIM, hidden=8, n_buckets=50, pretrained_sentence=True)
+    model = LightTwoTower(LightTwoTowerConfig(dim=text.PRETRAINED_DIM, hidden=8, n_buckets=50, pretrained_sentence=True))
     queries, items = _sentences(3, 4), _sentences(6, 5)
     batch = {"query_hashed": torch.randint(1, 50, (3, 5)), "query_sentence": queries}
     inputs = {"item_hashed": torch.randint(1, 50, (6, 5)), "item_sentence": items}

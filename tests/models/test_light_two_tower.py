@@ -6,12 +6,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from retrieval_zoo.models.light_two_tower import HashedBagTower, LightTwoTower
+from retrieval_zoo.models.light_two_tower import HashedBagTower, LightTwoTower, LightTwoTowerConfig
 
 
 def small(**kwargs) -> LightTwoTower:
     torch.manual_seed(0)
-    return LightTwoTower(**{"dim": 8, "hidden": 6, "n_buckets": 50, **kwargs})
+    return LightTwoTower(LightTwoTowerConfig(**{"dim": 8, "hidden": 6, "n_buckets": 50, **kwargs}))
 
 
 def test_fields_and_separate_towers():

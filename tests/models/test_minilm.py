@@ -10,6 +10,7 @@ from retrieval_zoo.data import text
 from retrieval_zoo.models.minilm import (
     MiniLMEncoder,
     MiniLMFineTuned,
+    MiniLMFineTunedConfig,
     QuerySentenceTuning,
     freeze_lower_layers,
 )
@@ -38,7 +39,7 @@ def test_padding_to_the_longest_text_in_the_batch_changes_nothing():
 
 
 def test_lower_layers_freeze_and_the_top_ones_train():
-    tuned = MiniLMFineTuned(trainable_layers=2)
+    tuned = MiniLMFineTuned(MiniLMFineTunedConfig(trainable_layers=2))
     bert = tuned.query_tower.bert
     assert not any(p.requires_grad for p in bert.embeddings.parameters())
     assert not any(p.requires_grad for layer in bert.encoder.layer[:4] for p in layer.parameters())
