@@ -71,6 +71,11 @@ def _frame_to_ranx(frame: pl.DataFrame, cls, score_dtype) -> Qrels | Run:
     return cls.from_df(data, q_id_col="q_id", doc_id_col="doc_id", score_col="score")
 
 
+def ranx_qrels(frame: pl.DataFrame) -> Qrels:
+    """A (q_id, doc_id, score) frame as ranx Qrels (ranx wants object-typed id columns from pandas)."""
+    return _frame_to_ranx(frame, Qrels, np.int64)
+
+
 def build_targets(judgments: pl.DataFrame, units: pl.DataFrame, interactions: pl.DataFrame | None = None
                   ) -> EvaluationTargets:
     """``units``: unit_id, query_id, group of the evaluated units; judgments in the canonical schema.

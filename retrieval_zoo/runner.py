@@ -136,11 +136,25 @@ def run_benchmark(model: str, dataset: str | ProductSearchDataset = "simshop", s
     except BaseException:
         store.abandon(results_dir, staging)  # nothing of this invocation reaches the board
         raise
+    if update_leaderboard:
+        _read_back_tests(results, results_dir)
     if print_table:
         from retrieval_zoo.reports import format_results
 
         print(format_results(results))
     return results
+
+
+def _read_back_tests(results: list[RunResult], results_dir: Path) -> None:
+    """Each result's test against the best baseline, as the board computed it when the rows went in."""
+    from retrieval_zoo.reports import read_leaderboard
+    from retrieval_zoo.significance import TEST_COLUMNS
+
+    board = read_leaderboard(results_dir)
+    for result in results:
+        row = board.filter((pl.col("dataset") == result.dataset) & (pl.col("model") == result.model)
+                           & (pl.col("variant") == result.variant) & (pl.col("seed") == result.seed))
+        result.significance = {c: row[c][0] for c in TEST_COLUMNS if c in row.columns and row[c][0] is not None}
 
 
 def dataset_identity(spec: str, data: ProductSearchDataset) -> DatasetIdentity:
@@ -237,9 +251,8 @@ def run_once(config: dict[str, Any], dataset: ProductSearchDataset, identity: Da
                        dataset_spec=identity.spec,
                        config_hash=config_hash(config, identity.fingerprint),
                        dataset_fingerprint=identity.fingerprint)
-    result.significance = _against_best_baseline(result, results_dir, targets, run)
     _write_run(result, dataset, store.staged_path(staging, results_dir, run_dir), run, per_query, units,
-               pl.concat(curves) if curves else None)
+               targets, pl.concat(curves) if curves else None)
     _log_final(loggers, result)
     return result
 
@@ -464,25 +477,19 @@ def versions() -> dict[str, str]:
     return found
 
 
-def _against_best_baseline(result: RunResult, results_dir: Path, targets, run: pl.DataFrame) -> dict[str, Any]:
-    """p-values against the seed-matched run of the best baseline so far (none for baselines themselves).
-    A best baseline whose run folder is gone (run folders are not in git) is said, not silently skipped."""
-    from retrieval_zoo.reports import read_leaderboard
-    from retrieval_zoo.significance import best_baseline, compare_with_baseline
+def qrels_frame(targets) -> pl.DataFrame:
+    """Every judgment kind of the evaluation targets as one frame (kind, q_id, doc_id, score), sorted."""
+    return pl.concat([frame.select(pl.lit(kind).alias("kind"), "q_id", "doc_id", pl.col("score").cast(pl.Int64))
+                      for kind, frame in targets.qrels.items()]).sort("kind", "q_id", "doc_id")
 
-    if model_entry(result.model).baseline:
-        return {}
-    best = best_baseline(read_leaderboard(results_dir), result.dataset)
-    if best is None:
-        return {}
-    name = f"{best[0]}/{best[1]}"
-    baseline_dir = results_dir / "runs" / result.dataset / best[0] / best[1] / f"seed{result.seed}"
-    if not (baseline_dir / "run.parquet").exists():
-        print(f"warning: no significance test against the best baseline {name}: its seed-{result.seed} run "
-              f"folder {baseline_dir} is missing; rerun it (`make bench MODEL={best[0]}` with the same seeds)")
-        return {"compared_to": f"{name} (run folder missing: not tested)"}
-    found = compare_with_baseline(targets, run, result.metrics, baseline_dir)
-    return {**found, "compared_to": name} if found else {}
+
+def write_trec_run(run: pl.DataFrame, path: Path, tag: str) -> None:
+    """The ranked run in TREC format (``q_id Q0 doc_id rank score tag``), ties ordered by doc id as the metrics
+    order them; ranx (``Run.from_file(path, kind="trec")``), trec_eval and pytrec_eval read it."""
+    ranked = run.sort(["q_id", "score", "doc_id"], descending=[False, True, False]).with_columns(
+        (pl.int_range(pl.len()).over("q_id") + 1).alias("rank"))
+    ranked.select("q_id", pl.lit("Q0").alias("iter"), "doc_id", "rank", "score", pl.lit(tag).alias("tag")).write_csv(
+        path, separator=" ", include_header=False)
 
 
 # the measured wall-clock figures of a run: they differ between identical reruns, so they live in timings.json
@@ -492,7 +499,7 @@ def is_timing(key: str) -> bool:
 
 
 def _write_run(result: RunResult, dataset: ProductSearchDataset, folder: Path, run: pl.DataFrame,
-               per_query: pl.DataFrame, units: pl.DataFrame, valid_curve: pl.DataFrame | None) -> None:
+               per_query: pl.DataFrame, units: pl.DataFrame, targets, valid_curve: pl.DataFrame | None) -> None:
     """Everything of the run in ``folder`` (its staging place; ``store.commit`` moves it to ``result.run_dir``)."""
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
@@ -510,6 +517,8 @@ def _write_run(result: RunResult, dataset: ProductSearchDataset, folder: Path, r
     run.write_parquet(folder / "run.parquet")
     per_query.sort("metric", "unit_id").write_parquet(folder / "per_query.parquet")  # ranx's order varies
     units.write_parquet(folder / "units.parquet")
+    qrels_frame(targets).write_parquet(folder / "qrels.parquet")  # the judgments it was scored with
+    write_trec_run(run, folder / "run.trec", f"{result.model}-{result.variant}")
     if valid_curve is not None:  # valid metrics before training (epoch 0) and after each checked epoch
         valid_curve.drop([c for c in valid_curve.columns if is_timing(c)]).write_csv(folder / "valid_curve.csv")
 

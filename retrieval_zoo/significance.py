@@ -38,6 +38,17 @@ def load_saved_run(run_dir: str | Path) -> SavedRun | None:
                     json.loads((run_dir / "metrics.json").read_text()))
 
 
+def saved_targets(run_dir: str | Path) -> EvaluationTargets | None:
+    """The judgments a run was evaluated with (``qrels.parquet`` in its folder), or None for older folders."""
+    path = Path(run_dir) / "qrels.parquet"
+    if not path.exists():
+        return None
+    qrels = pl.read_parquet(path)
+    units = pl.read_parquet(Path(run_dir) / "units.parquet")
+    kinds = {kind: qrels.filter(pl.col("kind") == kind).drop("kind") for kind in qrels["kind"].unique().sort()}
+    return EvaluationTargets(kinds, units.select("unit_id", pl.col("group").fill_null("all")))
+
+
 def targets_for(dataset: ProductSearchDataset, units: pl.DataFrame) -> EvaluationTargets:
     return build_targets(dataset.judgments, units, dataset.interactions if dataset.has_behaviour else None)
 
@@ -67,6 +78,65 @@ def compare_with_baseline(targets: EvaluationTargets, run: pl.DataFrame, metrics
         found[f"pval_{metric}"] = p
         found[f"dir_{metric}"] = int(np.sign(metrics[metric] - saved.metrics[metric]))
     return found
+
+
+TEST_COLUMNS = [*(f"{kind}_{m}" for m in BASELINE_METRICS for kind in ("pval", "dir")), "compared_to"]
+
+
+def baseline_tests(board: pl.DataFrame, results_dir: Path, new_keys: set[tuple[str, str, str, int]],
+                   load_dataset=None) -> pl.DataFrame:
+    """The board with every zoo row tested against its dataset's best baseline *as the board now stands*, so the
+    marks do not depend on the order the runs were made in. A row is (re)tested when it is new, when its
+    dataset's best baseline changed, or when that baseline's runs were redone; the others keep their test.
+    Tests read the saved run folders (the judgments from ``qrels.parquet``, or from the dataset for folders
+    made before it existed); a row whose folders are gone says so in ``compared_to``."""
+    updates = []
+    datasets: dict[str, Any] = {}
+    for dataset in board["dataset"].unique().sort().to_list():
+        rows = board.filter(pl.col("dataset") == dataset)
+        best = best_baseline(rows, dataset)
+        name = f"{best[0]}/{best[1]}" if best else None
+        best_redone = best is not None and any(k[:3] == (dataset, *best) for k in new_keys)
+        for row in rows.filter(pl.col("baseline").cast(pl.Utf8) != "true").iter_rows(named=True):
+            key = (row["dataset"], row["model"], row["variant"], int(row["seed"]))
+            tested_against = str(row.get("compared_to") or "").split(" (")[0] or None
+            if key not in new_keys and not best_redone and tested_against == name:
+                continue
+            found = _test_row(row, best, results_dir, datasets, load_dataset) if best else {}
+            updates.append({"dataset": key[0], "model": key[1], "variant": key[2], "seed": str(key[3]),
+                            **{c: None for c in TEST_COLUMNS}, **found})
+    if not updates:
+        return board
+    fresh = pl.DataFrame(updates, schema={**{k: pl.Utf8 for k in ("dataset", "model", "variant", "seed")},
+                                          **{c: pl.Utf8 for c in TEST_COLUMNS}})
+    fresh = fresh.with_columns(pl.all().cast(pl.Utf8))
+    keys = ["dataset", "model", "variant", "seed"]
+    board = board.with_columns([pl.lit(None, pl.Utf8).alias(c) for c in TEST_COLUMNS if c not in board.columns])
+    board = board.with_columns(pl.col("seed").cast(pl.Utf8))
+    return board.update(fresh, on=keys, include_nulls=True)
+
+
+def _test_row(row: dict[str, Any], best: tuple[str, str], results_dir: Path, datasets: dict,
+              load_dataset) -> dict[str, Any]:
+    name = f"{best[0]}/{best[1]}"
+    own = run_folder(results_dir, row)
+    other = run_folder(results_dir, {**row, "model": best[0], "variant": best[1]})
+    saved = load_saved_run(own)
+    if saved is None or load_saved_run(other) is None:
+        missing = own if saved is None else other
+        print(f"warning: {row['dataset']} {row['model']}/{row['variant']} seed {row['seed']}: no significance "
+              f"test against the best baseline {name}: the run folder {missing} is missing (rerun it)")
+        return {"compared_to": f"{name} (run folder missing: not tested)"}
+    targets = saved_targets(own)
+    if targets is None:
+        spec = row.get("dataset_spec") or row["dataset"]
+        if load_dataset is None:
+            from retrieval_zoo.data.registry import load_dataset
+        if spec not in datasets:
+            datasets[spec] = load_dataset(spec)
+        targets = targets_for(datasets[spec], saved.units)
+    found = compare_with_baseline(targets, saved.run, saved.metrics, other)
+    return {**{k: str(v) for k, v in found.items()}, "compared_to": name}
 
 
 # -- claims ---------------------------------------------------------------------------------------------------

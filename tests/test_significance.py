@@ -84,3 +84,24 @@ def test_not_worse_fails_only_a_lower_mean_that_is_separable():
     assert verdict(rule, -0.01, 0.2) == "yes"  # lower, but not separable
     assert verdict(rule, -0.01, 0.001) == "no"  # lower at p < 0.01: a ▼
     assert verdict(rule, -0.01, float("nan")) == "untested (runs not saved)"
+
+
+@pytest.mark.reliability
+def test_the_boards_marks_do_not_depend_on_the_order_the_runs_were_made_in(tmp_path, monkeypatch):
+    import itertools
+    import time
+
+    ticks = itertools.count()
+    monkeypatch.setattr(time, "perf_counter", lambda: 0.25 * next(ticks))
+    monkeypatch.setattr(time, "strftime", lambda *args: "2026-01-01T00:00:00")
+    fast = ["trainer.max_steps=3", "trainer.max_epochs=1", "data.eval_batch_size=256"]
+    orders = {"zoo_first": ["mgdspr", "bm25"], "baseline_first": ["bm25", "mgdspr"]}
+    for name, models in orders.items():
+        for model in models:
+            run_benchmark(model, "simshop-tiny", seeds=1, overrides=None if model == "bm25" else fast,
+                          results_dir=tmp_path / name, wandb="disabled", progress=False, print_table=False)
+    boards = {name: read_leaderboard(tmp_path / name) for name in orders}
+    zoo = boards["zoo_first"].filter(pl.col("model") == "mgdspr")
+    assert zoo["compared_to"][0] == "bm25/default" and zoo["pval_ndcg@10"][0] is not None
+    for file in ("leaderboard.csv", "leaderboard.md"):
+        assert (tmp_path / "zoo_first" / file).read_bytes() == (tmp_path / "baseline_first" / file).read_bytes()

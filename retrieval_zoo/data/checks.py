@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import polars as pl
+import pooch
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -58,25 +59,37 @@ def require_data_file(path: Path, *, source_url: str, fix_hint: str = "") -> Pat
 
 
 # -- checksums --------------------------------------------------------------------------------------------
-def sha256_of(path: Path, chunk_bytes: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while block := handle.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
+def sha256_of(path: Path) -> str:
+    """sha256 (hex) of a file's content, streamed (pooch's ``file_hash``: as fast as a hand-written loop)."""
+    return pooch.file_hash(str(path), alg="sha256")
 
 
 def cached_sha256(path: Path) -> str:
-    """sha256 of a file, memoised by (path, size, mtime) so a 1 GB parquet is hashed once, not on every load."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-    memo_file = registry.cache_dir() / "checksums.json"
+    """sha256 of a file, memoised by (path, size, mtime) so a 1 GB parquet is hashed once, not on every load.
+
+    pooch has no such memo (it hashes the file again on every ``retrieve``), hence this one.
+    """
+    key, memo_file = _memo_key(path), registry.cache_dir() / "checksums.json"
     memo = _read_json(memo_file)
     if key not in memo:
         memo[key] = sha256_of(path)
         _write_json_atomically(memo_file, memo)
     return memo[key]
+
+
+def remember_sha256(path: Path, digest: str) -> None:
+    """Record a sum just verified elsewhere (a download checked against its known hash), so that
+    :func:`cached_sha256` does not read the file again."""
+    memo_file = registry.cache_dir() / "checksums.json"
+    memo = _read_json(memo_file)
+    memo[_memo_key(path)] = digest.lower()
+    _write_json_atomically(memo_file, memo)
+
+
+def _memo_key(path: Path) -> str:
+    path = Path(path).resolve()
+    stat = path.stat()
+    return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 def read_sha256sums(sums_file: Path) -> dict[str, set[str]]:

@@ -6,10 +6,23 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from test_esci import esci_products, record_sums, write_esci_files  # tests/data is on sys.path (no __init__)
 
 from retrieval_zoo.data.dataset import DatasetError
 from retrieval_zoo.data.sqid import IMAGE_URLS_FILE, PRODUCT_FEATURES_FILE, QUERY_FEATURES_FILE, load_sqid
+
+
+def _esci_test_module():
+    """tests/data/test_esci.py, whose ESCI file builders these tests reuse (SQID extends ESCI's files)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("esci_file_builders", Path(__file__).with_name("test_esci.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_ESCI = _esci_test_module()
+esci_products, record_sums, write_esci_files = _ESCI.esci_products, _ESCI.record_sums, _ESCI.write_esci_files
 
 DIM = 4
 N_PRODUCTS = 12
