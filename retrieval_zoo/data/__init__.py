@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from retrieval_zoo.data.beir import load_beir
 from retrieval_zoo.data.dataset import DatasetError, ProductSearchDataset
 from retrieval_zoo.data.esci import load_esci
 from retrieval_zoo.data.icecat import load_icecat
@@ -24,5 +25,7 @@ register_dataset("icecat", load_icecat,
 register_dataset("esci", load_esci, "Amazon Shopping Queries (ESCI), from the official parquet files")
 register_dataset("sqid", load_sqid, "Shopping Queries Image Dataset: ESCI test queries + CLIP features")
 register_dataset("local", load_local, "your own catalogue/queries/judgments: local:path=DIR")
+register_dataset("beir", load_beir,
+                 "a BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/*.tsv): beir:path=DIR")
 
 __all__ = ["DatasetError", "ProductSearchDataset", "list_datasets", "load_dataset", "register_dataset"]
