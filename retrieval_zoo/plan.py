@@ -7,7 +7,6 @@ are re-tested and the markdown rebuilt; the table is also logged to W&B (offline
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -118,17 +117,8 @@ def _refresh_claims(claims_file: Path, results_dir: Path) -> str:
 
 
 def _log_to_wandb(results_dir: Path, mode: str | None) -> None:
-    """The leaderboard as a W&B table; never fails the run."""
-    mode = mode or os.environ.get("RETRIEVAL_ZOO_WANDB") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-    if mode == "disabled":
-        return
-    try:
-        import wandb
+    """The leaderboard as a W&B table (``tracking.log_leaderboard``: mode, folder and WANDB_* variables as for
+    the runs); never fails the run."""
+    from retrieval_zoo.tracking import log_leaderboard
 
-        from retrieval_zoo.reports import read_leaderboard
-
-        run = wandb.init(project="retrieval_zoo", job_type="leaderboard", mode=mode, dir=str(results_dir / "wandb"))
-        run.log({"leaderboard": wandb.Table(dataframe=read_leaderboard(results_dir).to_pandas())})
-        run.finish()
-    except Exception as error:  # noqa: BLE001 - W&B must never fail a run
-        print(f"W&B leaderboard logging skipped: {error}")
+    log_leaderboard(results_dir, mode)

@@ -154,9 +154,8 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
     seeds = sorted(set(board["seed"].to_list()))
     lines = [f"## {dataset}", "", f"Protocol: {protocol or 'see the run folders'}; seeds: {', '.join(map(str, seeds))}.",
              ""]
-    plot = _plot_dataset(table, dataset, results_dir)
-    if plot is not None:
-        lines += [f"![{dataset}]({plot.name})", ""]
+    for caption, plot in _plot_dataset(board, dataset, results_dir):
+        lines += [f"![{dataset}: {caption}]({plot.name})", ""]
     header = ["model", "variant", *metrics, *(BUDGET_COLUMNS[c] for c in budget), "params", "train pairs/s",
               "items/s", "latency ms", "index", "index MB", *(EXTRA_COST_COLUMNS[c] for c in extra), "config"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -215,31 +214,12 @@ def _significance_marker(board: pl.DataFrame, metric: str) -> pl.Expr:
             .otherwise(pl.lit("≈")))
 
 
-def _plot_dataset(table: pl.DataFrame, dataset: str, results_dir: Path) -> Path | None:
-    """Bar chart of NDCG@10 and Recall@100 (mean, sd as error bars) per model/variant, next to the markdown."""
-    metrics = [m for m in ("ndcg@10", "recall@100", "rel@10") if m in table.columns]
-    if not metrics or not table.height:
-        return None
-    import matplotlib
+def _plot_dataset(board: pl.DataFrame, dataset: str, results_dir: Path) -> list[tuple[str, Path]]:
+    """The dataset's plots next to the markdown (``plots.dataset_plots``: leaderboard, quality vs cost, per
+    query group, recall@K): (caption, path) of each one written."""
+    from retrieval_zoo.plots import dataset_plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [f"{m}/{v}" if v != "default" else m for m, v in zip(table["model"], table["variant"], strict=True)]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 0.35 * len(labels) + 1.5), sharey=True)
-    for axis, metric in zip(np.atleast_1d(axes), metrics, strict=True):
-        sd = table[f"{metric}_sd"].fill_null(0.0).fill_nan(0.0).to_numpy()
-        axis.barh(labels, table[metric].fill_null(0.0).to_numpy(), xerr=sd, color="#4c72b0")
-        axis.set_title(metric)
-        axis.invert_yaxis()
-    fig.suptitle(dataset)
-    fig.tight_layout()
-    path = results_dir / f"leaderboard_{dataset}.png"
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return dataset_plots(board, dataset, results_dir)
 
 
 def _marker(row: dict[str, Any], metric: str) -> str:

@@ -26,7 +26,7 @@ import pytorch_lightning as L
 import torch
 import yaml
 
-from retrieval_zoo import store
+from retrieval_zoo import store, tracking
 from retrieval_zoo.data.datamodule import DataSettings, RetrievalDataModule
 from retrieval_zoo.data.dataset import ProductSearchDataset
 from retrieval_zoo.data.features import FeatureSettings, check_fields, dataset_fields
@@ -39,7 +39,9 @@ from retrieval_zoo.interrupts import commit_guard
 from retrieval_zoo.models.base import RetrievalModule
 from retrieval_zoo.models.registry import ConfigError, build_model, load_config, model_entry
 from retrieval_zoo.preflight import check_run_settings
+from retrieval_zoo.quiet import Quiet, progress_callbacks, quiet, show_bars
 from retrieval_zoo.reports import RECIPE, flat_row, write_board
+from retrieval_zoo.tracking import TRACKING_KEYS, LogEveryEpoch
 from retrieval_zoo.validation import (
     RetrievalValidation,
     Selection,
@@ -78,6 +80,28 @@ class RunResult:
                 "recipe": RECIPE, "config_hash": self.config_hash,
                 "dataset_fingerprint": self.dataset_fingerprint[:16]}
 
+    # -- reuse and analysis (retrieval_zoo/serving.py, retrieval_zoo/analysis.py) ------------------------------
+    def load_model(self, dataset: str | ProductSearchDataset | None = None, **options: Any):
+        """The run's selected model, reloaded from its folder (``retrieval_zoo.serving.load_model``)."""
+        from retrieval_zoo.serving import load_model
+
+        return load_model(self.run_dir, dataset, **options)
+
+    def per_query(self, dataset: str | ProductSearchDataset | None = None) -> pl.DataFrame:
+        """One row per evaluated unit: its metrics, query text, group and label counts
+        (``retrieval_zoo.analysis.per_query``)."""
+        from retrieval_zoo.analysis import per_query
+
+        return per_query(self, dataset)
+
+    def ranked(self, query_or_unit_id: str, k: int = 10,
+               dataset: str | ProductSearchDataset | None = None) -> pl.DataFrame:
+        """The run's top ``k`` for a unit id, query id or query text, with titles and labels
+        (``retrieval_zoo.analysis.ranked``)."""
+        from retrieval_zoo.analysis import ranked
+
+        return ranked(self, query_or_unit_id, k, dataset)
+
 
 @dataclass(frozen=True)
 class DatasetIdentity:
@@ -98,6 +122,7 @@ class SearchOutput:
     costs: dict[str, Any]
     rerank: pl.DataFrame | None = None
     valid_curve: pl.DataFrame | None = None
+    state: dict[str, torch.Tensor] | None = None  # the selected weights, on the CPU (None: BM25, no weights)
 
 
 # The ESCI task-1 protocol: re-rank each query's judged list; NDCG over the whole list (no cutoff).
@@ -175,6 +200,10 @@ def dataset_identity(spec: str, data: ProductSearchDataset) -> DatasetIdentity:
 def config_hash(config: dict[str, Any], fingerprint: str) -> str:
     """What a board row was made with: the resolved config, the training recipe and the dataset's content.
     ``leaderboard --resume`` reruns a row whose hash differs from the plan's."""
+    if "trainer" in config:  # where results are logged does not change them
+        from retrieval_zoo.tracking import TRACKING_KEYS
+
+        config = {**config, "trainer": {k: v for k, v in config["trainer"].items() if k not in TRACKING_KEYS}}
     payload = json.dumps({"config": config, "recipe": RECIPE, "dataset": fingerprint}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -251,9 +280,10 @@ def run_once(config: dict[str, Any], dataset: ProductSearchDataset, identity: Da
                        dataset_spec=identity.spec,
                        config_hash=config_hash(config, identity.fingerprint),
                        dataset_fingerprint=identity.fingerprint)
-    _write_run(result, dataset, store.staged_path(staging, results_dir, run_dir), run, per_query, units,
-               targets, pl.concat(curves) if curves else None)
-    _log_final(loggers, result)
+    folder = store.staged_path(staging, results_dir, run_dir)
+    _write_run(result, dataset, folder, run, per_query, units, targets, pl.concat(curves) if curves else None)
+    _write_model_states([o.state for o in outputs], bool(folds), folder)
+    _log_final(loggers, result, folder)
     return result
 
 
@@ -300,7 +330,8 @@ def train_and_search(config: dict[str, Any], dataset: ProductSearchDataset, seed
     if "rerank" in dataset.meta.get("eval_protocols", []):
         rerank = rerank_run(unit_frame, dataset.judgments, datamodule.catalog.product_ids, score_pairs)
     curve = costs.pop("valid_curve", None)
-    return SearchOutput(run, unit_frame, costs, rerank, pl.DataFrame(curve) if curve else None)
+    state = selected_state(model) if isinstance(model, RetrievalModule) else None
+    return SearchOutput(run, unit_frame, costs, rerank, pl.DataFrame(curve) if curve else None, state)
 
 
 def judged_candidates(units: pl.DataFrame, judgments: pl.DataFrame, product_ids: list[str]) -> pl.DataFrame:
@@ -362,7 +393,7 @@ def _dense_search(module: RetrievalModule, datamodule: RetrievalDataModule, test
     module.to(device)
     batch = int(config["data"]["eval_batch_size"])
     started = time.perf_counter()
-    items = module.encode_catalog(batch_size=batch, progress=progress)  # sharded over the ranks under DDP
+    items = module.encode_catalog(batch_size=batch, progress=show_bars(progress))  # sharded over DDP ranks
     encode_seconds = time.perf_counter() - started
     if trainer is not None and trainer.global_rank != 0:  # DDP workers stop here; rank 0 searches and evaluates
         raise SystemExit(0)
@@ -435,9 +466,17 @@ def _retriever_search(retriever, datamodule: RetrievalDataModule, test: np.ndarr
 
 def _trainer(trainer_config: dict[str, Any], loggers: list, progress: bool,
              callbacks: list[L.Callback]) -> L.Trainer:
+    """Lightning's Trainer for ``trainer_config`` (the config's trainer section, less the runner's own keys in
+    ``tracking.TRACKING_KEYS``): a progress bar on a terminal, plain per-epoch lines in a log, the harmless
+    warnings filtered in every training process (``quiet.py``), ``log_every_n_steps`` capped at a quarter of an
+    epoch's steps (``tracking.LogEveryEpoch``)."""
+    quiet()
+    settings = {k: v for k, v in trainer_config.items() if k not in TRACKING_KEYS}
+    display = progress_callbacks(progress)
+    ours = [Quiet(), *callbacks, LogEveryEpoch(), *display]  # the display last: it shows what the others logged
     try:
-        return L.Trainer(**trainer_config, logger=loggers or False, callbacks=callbacks,
-                         enable_checkpointing=bool(callbacks), enable_progress_bar=progress,
+        return L.Trainer(**settings, logger=loggers or False, callbacks=ours,
+                         enable_checkpointing=bool(callbacks), enable_progress_bar=bool(display),
                          enable_model_summary=False, num_sanity_val_steps=0, deterministic="warn")
     except TypeError as error:
         raise ConfigError(f"trainer config: {error}") from None
@@ -503,7 +542,9 @@ def _write_run(result: RunResult, dataset: ProductSearchDataset, folder: Path, r
     """Everything of the run in ``folder`` (its staging place; ``store.commit`` moves it to ``result.run_dir``)."""
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
-    (folder / "config.yaml").write_text(yaml.safe_dump(result.config, sort_keys=True))
+    # in the config's own order: some orders mean something (data.features.item_text composes in key order), and a
+    # reloaded model (serving.py) must rebuild its inputs exactly
+    (folder / "config.yaml").write_text(yaml.safe_dump(result.config, sort_keys=False))
     costs = {k: v for k, v in result.costs.items() if not is_timing(k)}
     meta = {"dataset": result.dataset, "dataset_spec": result.dataset_spec, "model": result.model,
             "variant": result.variant, "seed": result.seed, "config_hash": result.config_hash,
@@ -524,32 +565,55 @@ def _write_run(result: RunResult, dataset: ProductSearchDataset, folder: Path, r
 
 
 def _loggers(config: dict[str, Any], dataset_slug: str, seed: int, results_dir: Path, wandb: str | None) -> list:
+    """The seed's loggers: a CSV logger under ``results/runs/logs/`` and, unless W&B is disabled, a W&B run
+    (``tracking.wandb_logger``: the mode, folder and names it takes from ``wandb`` and the WANDB_* variables)."""
     from pytorch_lightning.loggers import CSVLogger
 
+    quiet()
     name = f"{dataset_slug}/{config['name']}/{config['variant']}/seed{seed}"
     loggers: list = [CSVLogger(results_dir / "runs" / "logs", name=name, version="")]
-    mode = wandb or os.environ.get("RETRIEVAL_ZOO_WANDB") or ("online" if os.environ.get("WANDB_API_KEY")
-                                                             else "offline")
-    if mode == "disabled":
-        return loggers
-    try:
-        from pytorch_lightning.loggers import WandbLogger
-
-        (results_dir / "wandb").mkdir(parents=True, exist_ok=True)
-        loggers.append(WandbLogger(project="retrieval_zoo", name=name.replace("/", "_"), mode=mode,
-                                   save_dir=str(results_dir / "wandb"), config=config))
-    except Exception as error:  # noqa: BLE001 - W&B must never fail a run
-        print(f"W&B logging disabled: {error}")
+    tracker = tracking.wandb_logger(config, dataset_slug, seed, results_dir, wandb)
+    if tracker is not None:
+        loggers.append(tracker)
     return loggers
 
 
-def _log_final(loggers: list, result: RunResult) -> None:
+def _log_final(loggers: list, result: RunResult, folder: Path | None = None) -> None:
+    """The seed's test metrics to its loggers; W&B also gets the costs, the per-query table and (with
+    ``trainer.wandb_artifact``) the run folder, read from ``folder`` (default: where this process staged
+    ``result.run_dir``, else the committed folder), and its run is finished."""
     for logger in loggers:
         try:
+            if tracking.is_wandb(logger):
+                tracking.log_final(logger, result, folder or tracking.staged_folder(result.run_dir))
+                continue
             logger.log_metrics({f"test/{k}": v for k, v in result.metrics.items()})
             logger.log_hyperparams({"seed": result.seed, "dataset": result.dataset})
             logger.finalize("success")
-            if hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
-                logger.experiment.finish()
         except Exception as error:  # noqa: BLE001 - W&B must never fail a run
-            print(f"logging final metrics to {type(logger).__name__} failed: {error}")
+            print(f"logging final metrics to {type(logger).__name__} failed: {' '.join(str(error).split())}")
+
+
+# -- the selected model states (reuse: retrieval_zoo/serving.py) ---------------------------------------------
+def model_state_file(fold: int | None = None) -> str:
+    """The file of a run folder holding the selected weights: ``model.pt``, per fold ``model-fold<k>.pt``."""
+    return "model.pt" if fold is None else f"model-fold{fold}.pt"
+
+
+def selected_state(module: RetrievalModule) -> dict[str, torch.Tensor]:
+    """The module's weights as it encoded the test units (the state selected on valid), copied to the CPU."""
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in module.state_dict().items()}
+
+
+def _write_model_states(states: list[dict[str, torch.Tensor] | None], cross_validated: bool, folder: Path) -> None:
+    """The selected state of each trained model (one per fold under cross-validation) as ``torch.save`` of the
+    RetrievalModule's ``state_dict`` (the model's and the loss's weights; what ``prepare`` derives from the data
+    is rebuilt on load). Retrievers without weights (BM25) write none: their index is rebuilt from the catalogue."""
+    import io
+
+    for fold, state in enumerate(states):
+        if state is None:
+            continue
+        buffer = io.BytesIO()  # a buffer: the archive's inner folder name stays fixed, the bytes reproducible
+        torch.save(state, buffer)
+        (folder / model_state_file(fold if cross_validated else None)).write_bytes(buffer.getvalue())

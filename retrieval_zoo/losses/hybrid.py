@@ -23,27 +23,29 @@ as row-specific columns (``losses/softmax.py``) and the in-batch triplet candida
 (graded positives) makes the softmax part a weighted mean (the triplet mean stays unweighted).
 
 Inputs: query vectors [B, d], positive item vectors [B, d], the batch (``pos_item``; optional ``random_items``,
-``stage_items`` / ``stage_levels``, ``query_tokens``, ``hard_items``, ``pos_weight``), and the RetrievalModule
-(to encode sampled items).
-Returns ``{"loss", "softmax", "triplet"}``. ``softmax_only`` is ``triplet_weight: 0`` (nothing extra encoded).
+``stage_items`` / ``stage_levels``, ``query_tokens``, ``hard_items``, ``pos_weight``), and ``ItemVectors``: the
+sampled, hard and stage candidates' vectors, as ``extra_vectors`` asks the training module to encode them.
+Returns ``{"loss", "softmax", "triplet"}``. ``softmax_only`` is ``triplet_weight: 0`` (no stage item encoded).
 
 Example::
 
     loss = HybridLoss(temperature=0.05, margin=0.2, triplet_weight=0.5)
-    parts = loss(q, p, {"pos_item": torch.arange(len(q))}, module)   # parts["loss"], parts["triplet"]
+    parts = loss(q, p, {"pos_item": torch.arange(len(q))})   # parts["loss"], parts["triplet"]
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from retrieval_zoo.losses.softmax import (
-    append_hard_logits,
-    hard_negative_vectors,
-    in_batch_logits,
-    sampled_negatives,
+    Encoder,
+    ItemVectors,
+    batch_logits,
+    random_and_hard_vectors,
     softmax_cross_entropy,
 )
 
@@ -91,6 +93,12 @@ def in_batch_candidates(batch: dict[str, torch.Tensor], skip_same_query: bool) -
     return allowed
 
 
+def stage_candidates(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[B, S] mask of the ``stage_items`` that may be the row's stage negative: the query's own unclicked items
+    (level 1) other than its positive."""
+    return (batch["stage_levels"] == UNCLICKED_LEVEL) & (batch["stage_items"] != batch["pos_item"][:, None])
+
+
 class HybridLoss(nn.Module):
     """Softmax with mixed negatives + weighted hard-negative triplet term (see the module docstring).
 
@@ -115,27 +123,38 @@ class HybridLoss(nn.Module):
         self.distance = distance
         self.skip_same_query = skip_same_query
 
+    def extra_vectors(self, batch: dict[str, torch.Tensor], encode: Encoder,
+                      encode_heads: Callable[[], torch.Tensor] | None = None) -> ItemVectors:
+        """The sampled and hard items (softmax columns and triplet candidates) and, for the triplet with the
+        ``stages`` field, the stage lists' unclicked candidates (``stage_candidates``)."""
+        extra = random_and_hard_vectors(batch, encode, self.use_random_negatives, self.use_hard_negatives)
+        if self.triplet_weight > 0 and "stage_items" in batch:
+            # encode each distinct candidate once (lists overlap, and most slots are not candidates)
+            candidates = batch["stage_items"].masked_fill(~stage_candidates(batch), -1)
+            distinct, position = candidates.unique(return_inverse=True)
+            extra.stage = encode(distinct)[position]  # [B, S, d]; -1 slots are masked by the triplet
+        return extra
+
     def forward(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
-                module) -> dict[str, torch.Tensor]:
-        random_vectors = sampled_negatives(batch, module, self.use_random_negatives)  # reused by the triplet
-        hard_vectors = hard_negative_vectors(batch, module, self.use_hard_negatives)  # so are these
-        logits, targets = in_batch_logits(queries, positives, batch["pos_item"], random_vectors,
-                                          batch.get("pair_unit"))
-        logits = append_hard_logits(logits, queries, hard_vectors, batch)
+                extra: ItemVectors | None = None) -> dict[str, torch.Tensor]:
+        extra = extra or ItemVectors()  # the sampled and hard vectors serve the softmax and the triplet
+        logits, targets = batch_logits(queries, positives, batch, extra)
         softmax = softmax_cross_entropy(logits, targets, self.temperature, batch.get("pos_weight"))
         triplet = queries.new_zeros(())
         if self.triplet_weight > 0:
-            triplet = self.triplet(queries, positives, batch, module, random_vectors, hard_vectors)
+            triplet = self.triplet(queries, positives, batch, extra)
         loss = self.softmax_weight * softmax + self.triplet_weight * triplet
         return {"loss": loss, "softmax": softmax.detach(), "triplet": triplet.detach()}
 
-    def triplet(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor], module,
-                random_vectors: torch.Tensor | None = None, hard_vectors: torch.Tensor | None = None) -> torch.Tensor:
+    def triplet(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
+                extra: ItemVectors | None = None) -> torch.Tensor:
+        """The triplet term; ``extra.stage`` (the ``stage_candidates`` vectors) is needed with ``stage_items``."""
+        extra = extra or ItemVectors()
         anchor_positive = pairwise_distance(queries, positives, self.distance)
         if "stage_items" in batch:
-            negatives, valid = self._stage_negatives(queries, batch, module)
+            negatives, valid = self._stage_negatives(queries, batch, extra.stage)
         else:
-            negatives, valid = self._in_batch_negatives(queries, positives, batch, random_vectors, hard_vectors)
+            negatives, valid = self._in_batch_negatives(queries, positives, batch, extra.random, extra.hard)
         anchor_negative = pairwise_distance(queries, negatives, self.distance)
         return triplet_term(anchor_positive, anchor_negative, valid.to(queries.dtype), self.margin)
 
@@ -164,12 +183,8 @@ class HybridLoss(nn.Module):
         return chosen, valid
 
     def _stage_negatives(self, queries: torch.Tensor, batch: dict[str, torch.Tensor],
-                         module) -> tuple[torch.Tensor, torch.Tensor]:
-        items, levels = batch["stage_items"], batch["stage_levels"]
-        allowed = (levels == UNCLICKED_LEVEL) & (items != batch["pos_item"][:, None])
-        # encode each distinct candidate once (lists overlap, and most slots are not candidates)
-        distinct, position = items.masked_fill(~allowed, -1).unique(return_inverse=True)
-        vectors = module.encode_item_indices(distinct)[position]  # [B, S, d]; -1 slots are masked below
+                         vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        allowed = stage_candidates(batch)
         with torch.no_grad():
             distances = pairwise_distance(queries, vectors, self.distance)
         index, valid = hardest_index(distances, allowed)

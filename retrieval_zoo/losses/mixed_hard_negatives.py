@@ -28,12 +28,13 @@ entropies weighted means.
 
 Inputs: query vectors [B, d], positive item vectors [B, d], the batch (``pos_item``; ``random_items`` when
 ``use_random_negatives`` and the data config samples them; optional ``hard_items``, ``pos_weight``), and the
-RetrievalModule (to encode sampled items).
+``ItemVectors`` with the sampled and hard items' vectors (``extra_vectors`` says which; the training module
+encodes them).
 
 Example::
 
     loss = MixedHardNegativesLoss(temperature=2.0, hard_fraction=0.1)
-    value = loss(q, p, {"pos_item": torch.arange(len(q))}, module)["loss"]
+    value = loss(q, p, {"pos_item": torch.arange(len(q))})["loss"]
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import math
 import torch
 from torch import nn
 
-from retrieval_zoo.losses.softmax import batch_logits, softmax_cross_entropy
+from retrieval_zoo.losses.softmax import InBatchSoftmaxLoss, ItemVectors, batch_logits, softmax_cross_entropy
 
 
 def n_hard_negatives(n_candidates: int, fraction: float) -> int:
@@ -98,10 +99,11 @@ class MixedHardNegativesLoss(nn.Module):
         """a ~ U(mix_low, mix_high), one draw per (query, hard negative)."""
         return torch.empty(rows, n_hard, device=device).uniform_(self.mix_low, self.mix_high)
 
+    extra_vectors = InBatchSoftmaxLoss.extra_vectors  # the same sampled and hard items
+
     def forward(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
-                module) -> dict[str, torch.Tensor]:
-        logits, targets = batch_logits(queries, positives, batch, module, self.use_random_negatives,
-                                       self.use_hard_negatives)
+                extra: ItemVectors | None = None) -> dict[str, torch.Tensor]:
+        logits, targets = batch_logits(queries, positives, batch, extra)
         weights = batch.get("pos_weight")
         in_batch = softmax_cross_entropy(logits, targets, self.temperature, weights)
         n_hard = n_hard_negatives(logits.shape[1] - 1, self.hard_fraction)

@@ -29,22 +29,30 @@ the same kind of signal (uniformly sampled items) at no extra encoding cost; use
 heads, so that every granularity is a retriever on its own and not only a part of the fused score (an
 assumption: the paper names only the two objectives; off by default).
 
+Inputs: query vectors [B, d], positive vectors [B, d], the batch's index tensors (``pos_item``, ``random_items``,
+``stage_items``, ``stage_levels``, optional ``hard_items``, ``pair_unit``, ``pos_weight``) and ``ItemVectors``
+(random, stage and hard items, and with ``head_weight`` the query heads' own vectors), which the training
+module encodes as ``extra_vectors`` asks.
 Returns ``{"loss", "retrieval", "ranking"}`` (+ ``"per_head"`` when ``head_weight > 0``).
 
 Example::
 
     loss = MultiGrainedLoss(temperature=0.05, beta=1.0, ranking={"mode": "listwise"})
-    parts = loss(q, p, batch, module)   # batch with pos_item, random_items, stage_items, stage_levels
+    extra = loss.extra_vectors(batch, encode_items)  # the training module's encoder (RetrievalModule)
+    parts = loss(q, p, batch, extra)   # batch with pos_item, random_items, stage_items, stage_levels
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from retrieval_zoo.losses.softmax import (
+    Encoder,
+    ItemVectors,
     append_hard_logits,
     encode_unique,
     has_hard_negatives,
@@ -85,8 +93,10 @@ class MultiGrainedLoss(nn.Module):
         self.shared_randoms_per_query = shared_randoms_per_query
         self.ranking = StageRankingLoss(**(ranking or {}))
 
-    def forward(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
-                module) -> dict[str, torch.Tensor]:
+    def extra_vectors(self, batch: dict[str, torch.Tensor], encode: Encoder,
+                      encode_heads: Callable[[], torch.Tensor] | None = None) -> ItemVectors:
+        """Random, stage and hard items, each distinct item encoded once over all three; with ``head_weight``
+        the query heads' own vectors (``encode_heads``: one row per example, [B, H, d])."""
         use_random = self.use_random_negatives and "random_items" in batch
         use_stages = self.beta > 0
         if use_stages and "stage_items" not in batch:
@@ -95,14 +105,25 @@ class MultiGrainedLoss(nn.Module):
         use_hard = has_hard_negatives(batch, self.use_hard_negatives)
         wanted = ([batch["random_items"]] if use_random else []) + ([batch["stage_items"]] if use_stages else [])
         wanted += [batch["hard_items"]] if use_hard else []
-        encoded = encode_unique(module, wanted) if wanted else []
-        random_vectors = encoded.pop(0) if use_random else None
-        hard_vectors = encoded.pop() if use_hard else None
+        encoded = encode_unique(encode, wanted) if wanted else []
+        extra = ItemVectors(random=encoded.pop(0) if use_random else None,
+                            hard=encoded.pop() if use_hard else None, stage=encoded.pop() if use_stages else None)
+        if self.head_weight > 0:
+            if encode_heads is None:
+                raise ValueError("loss.head_weight > 0 needs a model with several query heads (MMSE); set it to 0")
+            extra.heads = encode_heads()
+        return extra
 
+    def forward(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
+                extra: ItemVectors | None = None) -> dict[str, torch.Tensor]:
+        extra = extra or ItemVectors()
+        if self.beta > 0 and extra.stage is None:
+            raise ValueError("the stage ranking loss needs the stage items' vectors (ItemVectors.stage)")
+        random_vectors, hard_vectors = extra.random, extra.hard
         retrieval = self.retrieval_loss(queries, positives, batch, random_vectors, hard_vectors)
-        if use_stages:
-            items, levels, vectors = batch["stage_items"], batch["stage_levels"], encoded.pop(0)
-            if self.shared_randoms_per_query and use_random:
+        if self.beta > 0:
+            items, levels, vectors = batch["stage_items"], batch["stage_levels"], extra.stage
+            if self.shared_randoms_per_query and random_vectors is not None:
                 items, levels, vectors = self.with_shared_randoms(items, levels, vectors, batch["random_items"],
                                                                   random_vectors)
             scores = torch.einsum("bd,bsd->bs", queries, vectors)
@@ -111,22 +132,22 @@ class MultiGrainedLoss(nn.Module):
             ranking = queries.new_zeros(())
         parts = {"loss": retrieval + self.beta * ranking, "retrieval": retrieval, "ranking": ranking.detach()}
         if self.head_weight > 0:
-            per_head = self.per_head_retrieval(positives, batch, module, random_vectors, hard_vectors)
+            if extra.heads is None:
+                raise ValueError("loss.head_weight > 0 needs the query heads' own vectors (ItemVectors.heads)")
+            per_head = self.per_head_retrieval(extra.heads, positives, batch, random_vectors, hard_vectors)
             parts["loss"] = parts["loss"] + self.head_weight * per_head
             parts["per_head"] = per_head.detach()
         return parts
 
-    def per_head_retrieval(self, positives: torch.Tensor, batch: dict[str, torch.Tensor], module,
+    def per_head_retrieval(self, heads: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
                            random_vectors: torch.Tensor | None,
                            hard_vectors: torch.Tensor | None = None) -> torch.Tensor:
-        """Each query head's own retrieval loss, averaged over heads: every granularity must retrieve alone.
+        """Each query head's own retrieval loss (``heads`` [B, H, d]), averaged over heads: every granularity
+        must retrieve alone.
 
         The heads are encoded a second time (the fused vector came from the same pass): the option costs one
         more query-tower forward per step, nothing when ``head_weight`` is 0.
         """
-        if not hasattr(module.model, "query_head_vectors"):
-            raise ValueError("loss.head_weight > 0 needs a model with several query heads (MMSE); set it to 0")
-        heads = module.query_rows(module.model.query_head_vectors, batch)
         losses = [self.retrieval_loss(heads[:, h], positives, batch, random_vectors, hard_vectors)
                   for h in range(heads.shape[1])]
         return torch.stack(losses).mean()

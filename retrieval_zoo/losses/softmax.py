@@ -21,17 +21,24 @@ Two batch keys of the data module (retrieval_zoo/data/datamodule.py) refine this
 
 Without either key every value is bit-identical to the plain in-batch softmax.
 
-Inputs: query vectors [B, d], positive item vectors [B, d], the batch (``pos_item``; ``random_items`` when the
-data config asks for sampled negatives; optional ``hard_items``, ``pos_weight``), and the RetrievalModule (to
-encode sampled items).
+Inputs: query vectors [B, d], positive item vectors [B, d], the batch's index and weight tensors (``pos_item``;
+``random_items`` when the data config asks for sampled negatives; optional ``hard_items``, ``pair_unit``,
+``pos_weight``) and ``ItemVectors``: the vectors of the sampled and hard items. A loss never encodes anything
+itself (as sentence-transformers' and open_clip's losses take embeddings): the training module asks it which
+items it wants (``extra_vectors``, given the module's item encoder), encodes them, and passes the vectors in.
 
 Example::
 
     loss = InBatchSoftmaxLoss(temperature=0.05)
-    value = loss(q, p, {"pos_item": torch.arange(len(q))}, module)["loss"]
+    value = loss(q, p, {"pos_item": torch.arange(len(q))})["loss"]
+    batch = {"pos_item": pos_item, "random_items": random_items}
+    value = loss(q, p, batch, ItemVectors(random=item_vectors[random_items]))["loss"]
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -64,19 +71,38 @@ def in_batch_logits(queries: torch.Tensor, positives: torch.Tensor, pos_item: to
     return logits, targets
 
 
-def encode_unique(module, index_sets: list[torch.Tensor]) -> list[torch.Tensor]:
+Encoder = Callable[[torch.Tensor], torch.Tensor]  # catalogue indices (any shape; -1 encodes item 0) -> vectors
+
+
+@dataclass
+class ItemVectors:
+    """Vectors a loss gets besides the queries and positives; None where it did not ask or the batch lacks them.
+
+    ``random`` [R, d]: ``batch["random_items"]``; ``hard`` [B, K, d]: ``batch["hard_items"]`` (-1 padding
+    encodes item 0, masked by the loss); ``stage`` [B, S, d]: ``batch["stage_items"]`` (which slots are real is
+    the loss's business); ``heads`` [B, H, d]: each query head's own vector (MMSE), one row per example.
+    """
+
+    random: torch.Tensor | None = None
+    hard: torch.Tensor | None = None
+    stage: torch.Tensor | None = None
+    heads: torch.Tensor | None = None
+
+
+def encode_unique(encode: Encoder, index_sets: list[torch.Tensor]) -> list[torch.Tensor]:
     """Item vectors for several index tensors (any shape, -1 allowed), encoding each distinct item once."""
     flat = [indices.reshape(-1).clamp(min=0) for indices in index_sets]
     unique, inverse = torch.unique(torch.cat(flat), return_inverse=True)
-    vectors = module.encode_item_indices(unique)[inverse]
+    vectors = encode(unique)[inverse]
     parts = vectors.split([len(f) for f in flat])
     return [part.reshape(*indices.shape, -1) for part, indices in zip(parts, index_sets, strict=True)]
 
 
-def sampled_negatives(batch: dict[str, torch.Tensor], module, use_random_negatives: bool) -> torch.Tensor | None:
+def sampled_negatives(batch: dict[str, torch.Tensor], encode: Encoder,
+                      use_random_negatives: bool) -> torch.Tensor | None:
     """The vectors of the batch's sampled catalogue items (``random_items``), when asked for and present."""
     if use_random_negatives and "random_items" in batch:
-        return module.encode_item_indices(batch["random_items"])
+        return encode(batch["random_items"])
     return None
 
 
@@ -84,12 +110,20 @@ def has_hard_negatives(batch: dict[str, torch.Tensor], use_hard_negatives: bool)
     return use_hard_negatives and "hard_items" in batch and batch["hard_items"].numel() > 0
 
 
-def hard_negative_vectors(batch: dict[str, torch.Tensor], module, use_hard_negatives: bool) -> torch.Tensor | None:
+def hard_negative_vectors(batch: dict[str, torch.Tensor], encode: Encoder,
+                          use_hard_negatives: bool) -> torch.Tensor | None:
     """Vectors [B, K, d] of the rows' mined ``hard_items`` (each distinct item encoded once), when asked for and
     present; padding (-1) encodes item 0 and is masked by ``append_hard_logits``."""
     if not has_hard_negatives(batch, use_hard_negatives):
         return None
-    return encode_unique(module, [batch["hard_items"]])[0]
+    return encode_unique(encode, [batch["hard_items"]])[0]
+
+
+def random_and_hard_vectors(batch: dict[str, torch.Tensor], encode: Encoder, use_random_negatives: bool,
+                            use_hard_negatives: bool) -> ItemVectors:
+    """The sampled ``random_items`` and then the mined ``hard_items``, each encoded when asked for and present."""
+    return ItemVectors(random=sampled_negatives(batch, encode, use_random_negatives),
+                       hard=hard_negative_vectors(batch, encode, use_hard_negatives))
 
 
 def append_hard_logits(logits: torch.Tensor, queries: torch.Tensor, hard_vectors: torch.Tensor | None,
@@ -104,14 +138,13 @@ def append_hard_logits(logits: torch.Tensor, queries: torch.Tensor, hard_vectors
     return torch.cat([logits, scores.masked_fill(invalid, float("-inf"))], dim=1)
 
 
-def batch_logits(queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor], module,
-                 use_random_negatives: bool, use_hard_negatives: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """``in_batch_logits`` with the batch's sampled ``random_items`` and then its rows' ``hard_items`` appended,
-    each when asked for and present."""
-    extra = sampled_negatives(batch, module, use_random_negatives)
-    logits, targets = in_batch_logits(queries, positives, batch["pos_item"], extra, batch.get("pair_unit"))
-    hard = hard_negative_vectors(batch, module, use_hard_negatives)
-    return append_hard_logits(logits, queries, hard, batch), targets
+def batch_logits(queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
+                 extra: ItemVectors | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``in_batch_logits`` with the sampled items' and then the rows' hard items' columns appended, where
+    ``extra`` has their vectors."""
+    extra = extra or ItemVectors()
+    logits, targets = in_batch_logits(queries, positives, batch["pos_item"], extra.random, batch.get("pair_unit"))
+    return append_hard_logits(logits, queries, extra.hard, batch), targets
 
 
 def softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, temperature: float,
@@ -141,8 +174,12 @@ class InBatchSoftmaxLoss(nn.Module):
         self.use_random_negatives = use_random_negatives
         self.use_hard_negatives = use_hard_negatives
 
+    def extra_vectors(self, batch: dict[str, torch.Tensor], encode: Encoder,
+                      encode_heads: Callable[[], torch.Tensor] | None = None) -> ItemVectors:
+        """The vectors this loss takes besides queries and positives, encoded with ``encode``."""
+        return random_and_hard_vectors(batch, encode, self.use_random_negatives, self.use_hard_negatives)
+
     def forward(self, queries: torch.Tensor, positives: torch.Tensor, batch: dict[str, torch.Tensor],
-                module) -> dict[str, torch.Tensor]:
-        logits, targets = batch_logits(queries, positives, batch, module, self.use_random_negatives,
-                                       self.use_hard_negatives)
+                extra: ItemVectors | None = None) -> dict[str, torch.Tensor]:
+        logits, targets = batch_logits(queries, positives, batch, extra)
         return {"loss": softmax_cross_entropy(logits, targets, self.temperature, batch.get("pos_weight"))}

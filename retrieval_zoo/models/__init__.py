@@ -5,15 +5,15 @@ from __future__ import annotations
 from retrieval_zoo.models.base import RetrievalModule, TwoTowerModel
 from retrieval_zoo.models.bm25 import BM25Config, BM25Retriever
 from retrieval_zoo.models.light_two_tower import LightTwoTower, LightTwoTowerConfig
-from retrieval_zoo.models.mgdspr import MGDSPR
+from retrieval_zoo.models.mgdspr import MGDSPR, MGDSPRConfig
 from retrieval_zoo.models.minilm import (
     MiniLMFineTuned,
     MiniLMFineTunedConfig,
     MiniLMZeroShot,
     MiniLMZeroShotConfig,
 )
-from retrieval_zoo.models.mmse import MMSE
-from retrieval_zoo.models.mrse import MRSE
+from retrieval_zoo.models.mmse import MMSE, MMSEConfig
+from retrieval_zoo.models.mrse import MRSE, MRSEConfig
 from retrieval_zoo.models.registry import (
     ConfigError,
     build_model,
@@ -36,9 +36,12 @@ register_model("light_two_tower", LightTwoTower, "light_two_tower.yaml",
                config_class=LightTwoTowerConfig)
 
 # -- the zoo -----------------------------------------------------------------------------------------
-register_model("mgdspr", MGDSPR, "mgdspr.yaml", "Taobao MGDSPR: multi-granular query, behaviour attention")
-register_model("mmse", MMSE, "mmse.yaml", "JD MMSE: multi-stage levels, post-fused multi-grained heads")
-register_model("mrse", MRSE, "mrse.yaml", "Shopee MRSE: text/image lightweight experts, gate, user profile")
+register_model("mgdspr", MGDSPR, "mgdspr.yaml", "Taobao MGDSPR: multi-granular query, behaviour attention",
+               config_class=MGDSPRConfig)
+register_model("mmse", MMSE, "mmse.yaml", "JD MMSE: multi-stage levels, post-fused multi-grained heads",
+               config_class=MMSEConfig)
+register_model("mrse", MRSE, "mrse.yaml", "Shopee MRSE: text/image lightweight experts, gate, user profile",
+               config_class=MRSEConfig)
 
 __all__ = [
     "BM25Retriever", "ConfigError", "RetrievalModule", "TwoTowerModel", "build_model", "list_models",

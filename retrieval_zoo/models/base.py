@@ -152,9 +152,14 @@ class RetrievalModule(pl.LightningModule):
         return encode(batch)
 
     def _losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Encode the queries, the positives and whatever else the loss asks for (sampled, hard or stage items,
+        query heads: its ``extra_vectors``), then hand the loss tensors only."""
         queries = self.query_rows(self.encode_queries, batch)
         positives = self.encode_item_indices(batch["pos_item"])
-        losses = self.loss(queries, positives, batch, self)
+        heads = getattr(self.model, "query_head_vectors", None)
+        extra = self.loss.extra_vectors(batch, self.encode_item_indices,
+                                        None if heads is None else lambda: self.query_rows(heads, batch))
+        losses = self.loss(queries, positives, batch, extra)
         return losses if isinstance(losses, dict) else {"loss": losses}
 
     def on_train_epoch_start(self) -> None:

@@ -47,7 +47,7 @@ with temperature tau = 2 plus mixed hard negatives (see the loss module).
   the fusion encoder has learned slot embeddings (which row of which block) and ``fusion_layers`` layers.
   Both are pre-norm, feed-forward 4d, dropout ``dropout`` (0: the paper names dropout only for the LSTM); the
   fusion encoder ends in a LayerNorm, which keeps the unnormalised logits from exploding in AdaGrad's first
-  steps (``transformer_encoder``).
+  steps (``FusionEncoder``).
 - Long-term sets: mean per action type (click, order, collect) per attribute (``long_term: action_sets``), or
   attention over every action (``long_term: sequence``).
 - Without the fusion encoder (ablations) the query vector is the sum of every block's last ("sum") row.
@@ -86,15 +86,16 @@ time one took. Measured numbers are in the model card.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from retrieval_zoo.data.text import UnitHasher, char_ngrams_of, words_of
 from retrieval_zoo.models.base import TwoTowerModel
 from retrieval_zoo.models.components import (
     PretrainedStart,
@@ -102,6 +103,12 @@ from retrieval_zoo.models.components import (
     l2_normalize,
     masked_mean,
     padding_mask,
+)
+from retrieval_zoo.models.layers import (
+    PositionalTransformer,
+    attendable,
+    learned_positions,
+    transformer_encoder,
 )
 
 ROWS = 6  # rows of the multi-granular unit and of every behaviour block
@@ -111,46 +118,49 @@ SPARSE_MIN_ROWS = 20_000  # tables at least this large get sparse gradients (wit
 LSTM_ROWS_PER_CHUNK = 64  # the LSTM runs over rows of similar length (fewer, larger chunks: it is sequential)
 
 
+@dataclass
+class MGDSPRConfig:
+    """The ``model:`` section of configs/mgdspr.yaml (each key documented there)."""
+
+    dim: int = 128
+    heads: int = 8
+    multi_granular: bool = True
+    query_history: bool = True
+    behaviour: bool = True
+    fusion: bool = True
+    char_ngram: int = 3
+    char_buckets: int = 65_536
+    word_buckets: int = 65_536
+    query_max_words: int = 12
+    title_max_words: int = 32
+    char_max_grams: int = 64
+    share_word_table: bool = True
+    query_layers: int = 1
+    fusion_layers: int = 1
+    fusion_residual: bool = False
+    lstm_layers: int = 2
+    lstm_dropout: float = 0.2
+    dropout: float = 0.0
+    long_term: Literal["action_sets", "sequence"] = "action_sets"
+    side_features: bool = True
+    behaviour_items: Literal["id", "tower"] = "id"
+    item_id: bool = True
+    pretrained_subwords: bool = False
+    freeze_pretrained: bool = True
+    pretrained_sentence: bool = False
+    sparse_gradients: bool = True
+    normalize: bool = False
+    embedding_std: float | None = None
+
+    @property
+    def table_std(self) -> float:
+        """Std of the embedding tables' N(0, std^2) start: ``embedding_std``, or 1/sqrt(dim) when null."""
+        return self.embedding_std if self.embedding_std is not None else self.dim**-0.5
+
+
 # ================================================================================================
-# Text units (built once in prepare)
+# Text units (built once in prepare; the hashing itself is data/text.py's)
 # ================================================================================================
-def words_of(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", text.lower())
-
-
-def char_ngrams_of(text: str, n: int) -> list[str]:
-    """Character n-grams of each ``#word#`` (DSSM's letter n-grams; a short word is one gram)."""
-    grams = []
-    for word in words_of(text):
-        padded = f"#{word}#"
-        grams.extend(padded[i : i + n] for i in range(max(1, len(padded) - n + 1)))
-    return grams
-
-
-class UnitHasher:
-    """Stable hashing of string units into ids 1..buckets-1 (0 = padding), memoised per unit."""
-
-    def __init__(self, buckets: int, salt: str):
-        self.buckets = buckets
-        self.salt = salt.encode()
-        self.cache: dict[str, int] = {}
-
-    def __call__(self, unit: str) -> int:
-        found = self.cache.get(unit)
-        if found is None:
-            # Python's hash() is salted per process; runs must be reproducible across processes
-            digest = hashlib.blake2b(self.salt + unit.encode(), digest_size=8).digest()
-            found = self.cache[unit] = 1 + int.from_bytes(digest, "little") % (self.buckets - 1)
-        return found
-
-    def encode(self, unit_lists: list[list[str]], max_length: int) -> np.ndarray:
-        ids = np.zeros((len(unit_lists), max_length), dtype=np.int64)
-        for row, units in enumerate(unit_lists):
-            hashed = [self(u) for u in units[:max_length]]
-            ids[row, : len(hashed)] = hashed
-        return ids
-
-
 def history_rows(history_tokens: torch.Tensor, unit_tokens: torch.Tensor, unit_rows: np.ndarray) -> np.ndarray:
     """Map each previous query of ``hist_query_tokens`` [M, H, T] to its row of ``unit_rows`` (words of a unit).
 
@@ -183,19 +193,6 @@ def attend_with_null(queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tens
     scores = queries @ keys.transpose(1, 2) / math.sqrt(dim)
     weights = scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(dim=-1)
     return weights @ keys.masked_fill(~mask[..., None], 0.0)
-
-
-def attendable(mask: torch.Tensor) -> torch.Tensor:
-    """``mask`` with position 0 opened in all-padding rows, so a self-attention over them stays finite.
-
-    What those rows produce is never used: the query attention that follows masks them out.
-    """
-    empty = ~mask.any(dim=1)
-    if not empty.any():
-        return mask
-    mask = mask.clone()
-    mask[empty, 0] = True
-    return mask
 
 
 def drop_padding_columns(*tensors: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -268,18 +265,15 @@ class SelfAttention(nn.Module):
         return mixed.transpose(1, 2).reshape(batch, length, -1)
 
 
-def transformer_encoder(dim: int, heads: int, layers: int, dropout: float, final_norm: bool) -> nn.Module:
-    """Pre-norm Transformer layers (feed-forward 4d), optionally with a final LayerNorm.
+def pre_norm_encoder(dim: int, heads: int, layers: int, dropout: float, final_norm: bool = False) -> nn.Module:
+    """MGDSPR's Transformer layers (row 4 and the fusion encoder): pre-norm, feed-forward 4d.
 
     The fusion encoder's output is the query vector, and its final norm bounds its scale: with unnormalised
     inner-product logits and AdaGrad at lr 0.1, whose first steps move every weight by about lr, an unbounded
     residual stream made the logits explode early in training (loss ~100 after 20 steps on simshop; with
-    history items encoded by the item tower the run never recovered). The word Transformer (row 4) has none: a
-    normalised row 4 (norm ~sqrt(d)) would swamp the other rows in the sum row 6 (measured: -0.03 ndcg@10).
+    history items encoded by the item tower the run never recovered).
     """
-    layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, batch_first=True, norm_first=True)
-    return nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(dim) if final_norm else None,
-                                 enable_nested_tensor=False)
+    return transformer_encoder(dim, heads, layers, 4 * dim, dropout, norm_first=True, final_norm=final_norm)
 
 
 # ================================================================================================
@@ -371,15 +365,17 @@ class MultiGranularUnit(nn.Module):
     With ``multi_granular`` off (the plain two-tower ablation) it is the word mean alone, [B, 1, d].
     """
 
-    def __init__(self, dim: int, heads: int, words: nn.Embedding, char_buckets: int, max_words: int,
-                 layers: int, dropout: float, multi_granular: bool, query_history: bool,
-                 pretrained_subwords: bool, freeze_pretrained: bool, sparse: bool, std: float):
+    def __init__(self, config: MGDSPRConfig, words: nn.Embedding):
+        """``words``: the hashed-word table (rows 3-5), shared with the item titles under ``share_word_table``."""
         super().__init__()
+        dim, std, sparse = config.dim, config.table_std, config.sparse_gradients
+        pretrained_subwords = config.pretrained_subwords
         self.words = words
-        self.multi_granular = multi_granular
-        self.query_history = query_history
+        self.multi_granular = multi_granular = config.multi_granular
+        self.query_history = config.query_history and multi_granular  # row 5 is a row of the multi-granular unit
         if multi_granular:
-            self.subwords = TokenEmbedding(dim, pretrained=pretrained_subwords, freeze_pretrained=freeze_pretrained)
+            self.subwords = TokenEmbedding(dim, pretrained=pretrained_subwords,
+                                           freeze_pretrained=config.freeze_pretrained)
             if not pretrained_subwords:
                 nn.init.normal_(self.subwords.table.weight, std=std)
                 with torch.no_grad():
@@ -387,9 +383,14 @@ class MultiGranularUnit(nn.Module):
             if sparse and self.subwords.table.weight.requires_grad:
                 self.subwords.table.sparse = True
                 self.subwords.table.weight.register_post_accumulate_grad_hook(coalesce_grad)
-            self.chars = embedding(char_buckets, dim, sparse, std)
-            self.positions = nn.Parameter(torch.randn(max_words, dim) * dim**-0.5)
-            self.transformer = transformer_encoder(dim, heads, layers, dropout, final_norm=False)
+            self.chars = embedding(config.char_buckets, dim, sparse, std)
+            # the positions are registered here first, as they always were: the unit's parameter order (and with it
+            # the optimiser's) is unchanged by the shared block, which holds the same tensor
+            self.positions = learned_positions(config.query_max_words, dim, dim**-0.5)
+            # no final norm: a normalised row 4 (norm ~sqrt(d)) would swamp the other rows in the sum row 6
+            # (measured: -0.03 ndcg@10)
+            self.transformer = PositionalTransformer(
+                self.positions, pre_norm_encoder(dim, config.heads, config.query_layers, config.dropout))
 
     @property
     def rows(self) -> int:
@@ -413,9 +414,7 @@ class MultiGranularUnit(nn.Module):
     def transformer_row(self, words: torch.Tensor) -> torch.Tensor:
         mask = padding_mask(words)
         words, mask = drop_padding_columns(words, mask=mask)
-        hidden = self.words(words) + self.positions[: words.shape[1]]
-        hidden = self.transformer(hidden, src_key_padding_mask=~attendable(mask))
-        return masked_mean(hidden, mask)
+        return self.transformer.pooled(self.words(words), mask)
 
     def history_row(self, word_row: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Row 5: the query's word row attends over the previous queries' word means (zero if there are none)."""
@@ -429,15 +428,17 @@ class MultiGranularUnit(nn.Module):
 class BehaviourAttention(nn.Module):
     """Q_mgs attends to the real-time, short-term and long-term behaviour: H_real, H_short, H_long [B, R, d]."""
 
-    def __init__(self, dim: int, heads: int, items: CatalogEmbeddings, item_tower: MGDSPRItemTower | None,
-                 lstm_layers: int, lstm_dropout: float, dropout: float, long_term: str):
+    def __init__(self, config: MGDSPRConfig, items: CatalogEmbeddings, item_tower: MGDSPRItemTower | None):
+        """``items``: the shared id and side-feature tables; ``item_tower``: encodes history items
+        (``behaviour_items: tower``), or None: history items are their id embedding only."""
         super().__init__()
+        long_term, dim, heads, dropout = config.long_term, config.dim, config.heads, config.dropout
         if long_term not in ("action_sets", "sequence"):
             raise ValueError(f"long_term must be 'action_sets' or 'sequence', got '{long_term}'")
         self.items = items
-        self.item_tower = item_tower  # None: history items are their id embedding only
+        self.item_tower = item_tower
         self.long_term = long_term
-        self.lstm = nn.LSTM(dim, dim, lstm_layers, batch_first=True, dropout=lstm_dropout)
+        self.lstm = nn.LSTM(dim, dim, config.lstm_layers, batch_first=True, dropout=config.lstm_dropout)
         self.realtime_attention = SelfAttention(dim, heads, dropout)
         self.short_attention = SelfAttention(dim, heads, dropout)
 
@@ -498,12 +499,12 @@ class FusionEncoder(nn.Module):
     def __init__(self, dim: int, heads: int, layers: int, dropout: float, max_slots: int = 1 + 4 * ROWS):
         super().__init__()
         self.cls = nn.Parameter(torch.randn(dim) * dim**-0.5)
-        self.slots = nn.Parameter(torch.randn(max_slots, dim) * dim**-0.5)  # which row of which block
-        self.encoder = transformer_encoder(dim, heads, layers, dropout, final_norm=True)
+        slots = learned_positions(max_slots, dim, dim**-0.5)  # which row of which block
+        self.encoder = PositionalTransformer(slots, pre_norm_encoder(dim, heads, layers, dropout, final_norm=True))
 
     def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
         rows = torch.cat([self.cls.expand(len(blocks[0]), 1, -1), *blocks], dim=1)
-        return self.encoder(rows + self.slots[: rows.shape[1]])[:, 0]
+        return self.encoder(rows)[:, 0]
 
 
 def sum_rows(blocks: list[torch.Tensor]) -> torch.Tensor:
@@ -579,50 +580,40 @@ class MGDSPR(TwoTowerModel):
     required_fields = {"query_text"}
     optional_fields = {"user_history", "query_history", *ATTRIBUTES}
 
-    def __init__(self, dim: int = 128, heads: int = 8, multi_granular: bool = True, query_history: bool = True,
-                 behaviour: bool = True, fusion: bool = True, char_ngram: int = 3, char_buckets: int = 65_536,
-                 word_buckets: int = 65_536, query_max_words: int = 12, title_max_words: int = 32,
-                 char_max_grams: int = 64, share_word_table: bool = True, query_layers: int = 1,
-                 fusion_layers: int = 1, fusion_residual: bool = False, lstm_layers: int = 2,
-                 lstm_dropout: float = 0.2, dropout: float = 0.0,
-                 long_term: str = "action_sets", side_features: bool = True, behaviour_items: str = "id",
-                 item_id: bool = True,
-                 pretrained_subwords: bool = False, freeze_pretrained: bool = True,
-                 pretrained_sentence: bool = False, sparse_gradients: bool = True, normalize: bool = False,
-                 embedding_std: float | None = None):
+    def __init__(self, config: MGDSPRConfig | None = None):
         super().__init__()
-        std = embedding_std if embedding_std is not None else dim**-0.5
-        self.normalize = normalize
-        self.char_ngram = char_ngram
-        self.query_max_words = query_max_words
-        self.title_max_words = title_max_words
-        self.char_max_grams = char_max_grams
-        self.word_hasher = UnitHasher(word_buckets, "word:")
-        self.char_hasher = UnitHasher(char_buckets, "char:")
-        self.items = CatalogEmbeddings(dim, side_features, sparse_gradients, std)
-        query_words = embedding(word_buckets, dim, sparse_gradients, std)
-        title_words = query_words if share_word_table else embedding(word_buckets, dim, sparse_gradients, std)
-        unit = MultiGranularUnit(dim, heads, query_words, char_buckets, query_max_words, query_layers, dropout,
-                                 multi_granular, query_history and multi_granular, pretrained_subwords,
-                                 freeze_pretrained, sparse_gradients, std)
-        self.item_tower = MGDSPRItemTower(dim, title_words, self.items, item_id,
-                                          PretrainedStart(dim) if pretrained_sentence else None)
-        if behaviour_items not in ("tower", "id"):
-            raise ValueError(f"behaviour_items must be 'tower' or 'id', got '{behaviour_items}'")
-        attention = (BehaviourAttention(dim, heads, self.items,
-                                        self.item_tower if behaviour_items == "tower" else None, lstm_layers,
-                                        lstm_dropout, dropout, long_term) if behaviour else None)
-        fuser = FusionEncoder(dim, heads, fusion_layers, dropout) if fusion else None
+        config = config or MGDSPRConfig()
+        dim, std, sparse = config.dim, config.table_std, config.sparse_gradients
+        self.normalize = config.normalize
+        self.char_ngram = config.char_ngram
+        self.query_max_words = config.query_max_words
+        self.title_max_words = config.title_max_words
+        self.char_max_grams = config.char_max_grams
+        self.word_hasher = UnitHasher(config.word_buckets, "word:")
+        self.char_hasher = UnitHasher(config.char_buckets, "char:")
+        self.items = CatalogEmbeddings(dim, config.side_features, sparse, std)
+        query_words = embedding(config.word_buckets, dim, sparse, std)
+        title_words = query_words if config.share_word_table else embedding(config.word_buckets, dim, sparse, std)
+        unit = MultiGranularUnit(config, query_words)
+        self.item_tower = MGDSPRItemTower(dim, title_words, self.items, config.item_id,
+                                          PretrainedStart(dim) if config.pretrained_sentence else None)
+        if config.behaviour_items not in ("tower", "id"):
+            raise ValueError(f"behaviour_items must be 'tower' or 'id', got '{config.behaviour_items}'")
+        attention = (BehaviourAttention(config, self.items,
+                                        self.item_tower if config.behaviour_items == "tower" else None)
+                     if config.behaviour else None)
+        fuser = FusionEncoder(dim, config.heads, config.fusion_layers, config.dropout) if config.fusion else None
         self.query_tower = MGDSPRQueryTower(unit, attention, fuser,
-                                            PretrainedStart(dim) if pretrained_sentence else None, fusion_residual)
+                                            PretrainedStart(dim) if config.pretrained_sentence else None,
+                                            config.fusion_residual)
         # only the inputs a configuration uses are built (the no-user form asks for no history at all)
-        optional = set(ATTRIBUTES) if behaviour and side_features else set()
-        if behaviour:
+        optional = set(ATTRIBUTES) if config.behaviour and config.side_features else set()
+        if config.behaviour:
             optional.add("user_history")
-        if query_history and multi_granular:
+        if unit.query_history:
             optional.add("query_history")
         self.optional_fields = optional
-        if pretrained_sentence:
+        if config.pretrained_sentence:
             self.required_fields = self.required_fields | {"query_sentence", "item_sentence"}
 
     def encode_queries(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

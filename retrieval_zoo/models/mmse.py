@@ -76,6 +76,9 @@ model uses no user fields, so it runs unchanged on data without users.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
 import torch
 from torch import nn
 
@@ -89,9 +92,35 @@ from retrieval_zoo.models.components import (
     masked_mean,
     padding_mask,
 )
+from retrieval_zoo.models.layers import (
+    PositionalTransformer,
+    position_table,
+    transformer_encoder,
+    trim_padding,
+)
 
-HEADS = ("hashed", "subword", "transformer", "sentence")
-FUSIONS = ("attention", "softmax", "none")
+HeadKind = Literal["hashed", "subword", "transformer", "sentence"]
+ItemInput = Literal["hashed", "subword", "sentence"]
+Fusion = Literal["attention", "softmax", "none"]
+HEADS: tuple[str, ...] = get_args(HeadKind)
+ITEM_INPUTS: tuple[str, ...] = get_args(ItemInput)
+FUSIONS: tuple[str, ...] = get_args(Fusion)
+
+
+@dataclass
+class MMSEConfig:
+    """The ``model:`` section of configs/mmse.yaml (each key documented there)."""
+
+    dim: int = 128
+    hidden: int = 128
+    n_buckets: int = 100_000
+    heads: list[HeadKind] = field(default_factory=lambda: ["hashed", "subword", "transformer"])
+    item_inputs: list[ItemInput] = field(default_factory=lambda: ["hashed", "subword"])
+    fusion: Fusion = "attention"
+    transformer_layers: int = 1
+    transformer_heads: int = 4
+    share_embeddings: bool = True
+    pretrained_tokens: bool = False
 
 
 def _check_choice(key: str, chosen: list[str], valid: tuple[str, ...]) -> None:
@@ -114,11 +143,9 @@ class Granularities(nn.Module):
         return self.hashed_bag(inputs[f"{self.side}_hashed"] % self.hashed_bag.num_embeddings)
 
     def token_sequence(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = inputs[f"{self.side}_tokens"]
         # cut the columns that are padding in every row: queries are a few tokens of a 16-token frame, and the
         # transformer's cost grows with the frame, not with the real length
-        longest = max(int(padding_mask(ids).sum(1).max()), 1) if ids.numel() else 1
-        ids = ids[:, :longest]
+        ids = trim_padding(inputs[f"{self.side}_tokens"])
         return self.tokens(ids), padding_mask(ids)
 
     def subword(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -138,31 +165,25 @@ def mlp(width_in: int, hidden: int, dim: int) -> nn.Module:
     return nn.Sequential(nn.Linear(width_in, hidden), nn.Tanh(), nn.Linear(hidden, dim))
 
 
-class TransformerPool(nn.Module):
-    """A small Transformer encoder over the WordPiece sequence, mean-pooled over real tokens."""
+class TransformerPool(PositionalTransformer):
+    """A small Transformer encoder (post-norm, feed-forward 2d) over the WordPiece sequence, mean-pooled over
+    real tokens (``layers.PositionalTransformer``)."""
 
     def __init__(self, dim: int, layers: int, heads: int, max_length: int = 512):
-        super().__init__()
-        self.position = nn.Embedding(max_length, dim)
-        nn.init.normal_(self.position.weight, std=0.02)
-        layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=0.0, batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        positions = position_table(max_length, dim, std=0.02)
+        super().__init__(positions, transformer_encoder(dim, heads, layers, 2 * dim, norm_first=False))
 
     def forward(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(embedded.shape[1], device=embedded.device)
-        # an empty query would leave every key masked (NaN attention): let it attend to position 0
-        keys_mask = mask.clone()
-        keys_mask[:, 0] = True
-        hidden = self.encoder(embedded + self.position(positions), src_key_padding_mask=~keys_mask)
-        return masked_mean(hidden, mask)
+        return self.pooled(embedded, mask)
 
 
 # -- query heads and post-fusion --------------------------------------------------------------------------
 class QueryHead(nn.Module):
     """One granularity's query vector, L2-normalised (its score against an item is a cosine)."""
 
-    def __init__(self, kind: str, dim: int, hidden: int, transformer_layers: int, transformer_heads: int):
+    def __init__(self, kind: str, config: MMSEConfig):
         super().__init__()
+        dim, hidden = config.dim, config.hidden
         self.kind = kind
         self.pool = None
         if kind == "hashed":
@@ -170,7 +191,7 @@ class QueryHead(nn.Module):
         elif kind == "subword":
             self.net = mlp(dim, hidden, dim)
         elif kind == "transformer":
-            self.pool = TransformerPool(dim, transformer_layers, transformer_heads)
+            self.pool = TransformerPool(dim, config.transformer_layers, config.transformer_heads)
             self.net = nn.Linear(dim, dim)
         else:
             self.net = SentenceAdapter(dim)
@@ -218,13 +239,13 @@ class HeadFusion(nn.Module):
 class PostFusionQueryTower(nn.Module):
     """Several heads; ``forward`` returns the serving vector sum_h w_h(q) q_h (see the module docstring)."""
 
-    def __init__(self, features: Granularities, heads: list[str], fusion: str, dim: int, hidden: int,
-                 transformer_layers: int, transformer_heads: int):
+    def __init__(self, features: Granularities, config: MMSEConfig):
         super().__init__()
+        heads = list(config.heads)
         self.features = features
-        self.heads = nn.ModuleList(QueryHead(kind, dim, hidden, transformer_layers, transformer_heads)
-                                   for kind in heads)
-        self.fusion = HeadFusion(fusion, len(heads), dim, heads.index("sentence") if "sentence" in heads else None)
+        self.heads = nn.ModuleList(QueryHead(kind, config) for kind in heads)
+        self.fusion = HeadFusion(config.fusion, len(heads), config.dim,
+                                 heads.index("sentence") if "sentence" in heads else None)
 
     def head_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.stack([head(self.features, batch) for head in self.heads], dim=1)  # [B, H, d]
@@ -241,12 +262,13 @@ class PostFusionQueryTower(nn.Module):
 class EarlyFusionQueryTower(nn.Module):
     """The ``single_head`` ablation: the same granularities concatenated before one MLP, one vector."""
 
-    def __init__(self, features: Granularities, heads: list[str], dim: int, hidden: int,
-                 transformer_layers: int, transformer_heads: int):
+    def __init__(self, features: Granularities, config: MMSEConfig):
         super().__init__()
+        heads, dim, hidden = list(config.heads), config.dim, config.hidden
         self.features = features
         self.kinds = heads
-        self.pool = TransformerPool(dim, transformer_layers, transformer_heads) if "transformer" in heads else None
+        self.pool = (TransformerPool(dim, config.transformer_layers, config.transformer_heads)
+                     if "transformer" in heads else None)
         widths = {"hashed": hidden, "subword": dim, "transformer": dim, "sentence": text.PRETRAINED_DIM}
         self.net = mlp(sum(widths[k] for k in heads), hidden, dim)
 
@@ -256,14 +278,12 @@ class EarlyFusionQueryTower(nn.Module):
 
 
 # -- item tower -------------------------------------------------------------------------------------------
-ITEM_INPUTS = ("hashed", "subword", "sentence")
-
-
 class ItemTower(nn.Module):
     """One vector per item from its title: hashed bag, mean WordPiece embedding, frozen sentence features."""
 
-    def __init__(self, features: Granularities, inputs: list[str], dim: int, hidden: int):
+    def __init__(self, features: Granularities, config: MMSEConfig):
         super().__init__()
+        inputs, dim, hidden = list(config.item_inputs), config.dim, config.hidden
         self.features = features
         self.inputs = inputs
         widths = {"hashed": hidden, "subword": dim, "sentence": text.PRETRAINED_DIM}
@@ -283,13 +303,10 @@ class ItemTower(nn.Module):
 class MMSE(TwoTowerModel):
     """Multi-grained query heads with post-fusion scoring, one-vector items (see the module docstring)."""
 
-    def __init__(self, dim: int = 128, hidden: int = 128, n_buckets: int = 100_000,
-                 heads: list[str] | tuple[str, ...] = ("hashed", "subword", "transformer"),
-                 item_inputs: list[str] | tuple[str, ...] = ("hashed", "subword"),
-                 fusion: str = "attention", transformer_layers: int = 1, transformer_heads: int = 4,
-                 share_embeddings: bool = True, pretrained_tokens: bool = False):
+    def __init__(self, config: MMSEConfig | None = None):
         super().__init__()
-        heads, item_inputs = list(heads), list(item_inputs)
+        config = config or MMSEConfig()
+        heads, item_inputs, fusion = list(config.heads), list(config.item_inputs), config.fusion
         _check_choice("model.heads", heads, HEADS)
         _check_choice("model.item_inputs", item_inputs, ITEM_INPUTS)
         if fusion not in FUSIONS:
@@ -298,27 +315,24 @@ class MMSE(TwoTowerModel):
         self.fusion_rule = fusion
         query_needs = {"hashed": "hashed" in heads, "tokens": bool({"subword", "transformer"} & set(heads))}
         item_needs = {"hashed": "hashed" in item_inputs, "tokens": "subword" in item_inputs}
-        query_features, item_features = self._granularities(query_needs, item_needs, share_embeddings, n_buckets,
-                                                            hidden, dim, pretrained_tokens)
+        query_features, item_features = self._granularities(query_needs, item_needs, config)
         if fusion == "none":
-            self.query_tower = EarlyFusionQueryTower(query_features, heads, dim, hidden, transformer_layers,
-                                                     transformer_heads)
+            self.query_tower = EarlyFusionQueryTower(query_features, config)
         else:
-            self.query_tower = PostFusionQueryTower(query_features, heads, fusion, dim, hidden,
-                                                    transformer_layers, transformer_heads)
-        self.item_tower = ItemTower(item_features, item_inputs, dim, hidden)
+            self.query_tower = PostFusionQueryTower(query_features, config)
+        self.item_tower = ItemTower(item_features, config)
         self.required_fields = {"stages"} | self._fields(heads, item_inputs)
 
     @staticmethod
-    def _granularities(query_needs: dict[str, bool], item_needs: dict[str, bool], shared: bool, n_buckets: int,
-                       hidden: int, dim: int, pretrained_tokens: bool) -> tuple[Granularities, Granularities]:
+    def _granularities(query_needs: dict[str, bool], item_needs: dict[str, bool],
+                       config: MMSEConfig) -> tuple[Granularities, Granularities]:
         def bag(needed: bool) -> nn.EmbeddingBag | None:
-            return nn.EmbeddingBag(n_buckets, hidden, mode="mean", padding_idx=0) if needed else None
+            return nn.EmbeddingBag(config.n_buckets, config.hidden, mode="mean", padding_idx=0) if needed else None
 
         def tokens(needed: bool) -> TokenEmbedding | None:
-            return TokenEmbedding(dim, pretrained=pretrained_tokens) if needed else None
+            return TokenEmbedding(config.dim, pretrained=config.pretrained_tokens) if needed else None
 
-        if shared:  # one table per granularity, used by both sides: a title word and a query word share a vector
+        if config.share_embeddings:  # one table per granularity, used by both sides: a title word and a query word share a vector
             table_bag = bag(query_needs["hashed"] or item_needs["hashed"])
             table_tokens = tokens(query_needs["tokens"] or item_needs["tokens"])
             return Granularities("query", table_bag, table_tokens), Granularities("item", table_bag, table_tokens)

@@ -72,7 +72,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -81,17 +82,52 @@ from torch import nn
 from retrieval_zoo.models.base import TwoTowerModel
 from retrieval_zoo.models.components import PretrainedStart, TokenEmbedding, l2_normalize, masked_mean
 from retrieval_zoo.models.image_features import ImageEncoderSpec, cached_image_features
+from retrieval_zoo.models.layers import (
+    PositionalTransformer,
+    position_table,
+    transformer_encoder,
+    trim_padding,
+)
 
 EXPERTS = ("vbert", "ftatt", "lightbert")
-FUSIONS = ("gate", "concat")
-POOLINGS = ("attention", "mean")
-PROFILE_PATHS = ("both", "gate", "additive")  # where the user profile enters the query tower
+Fusion = Literal["gate", "concat"]
+Pooling = Literal["attention", "mean"]
+ProfilePath = Literal["both", "gate", "additive"]  # where the user profile enters the query tower
+FUSIONS: tuple[str, ...] = get_args(Fusion)
+POOLINGS: tuple[str, ...] = get_args(Pooling)
+PROFILE_PATHS: tuple[str, ...] = get_args(ProfilePath)
 
 
-def trim_padding(ids: torch.Tensor) -> torch.Tensor:
-    """Drop the trailing columns that are padding in every row (short queries: most of the width)."""
-    used = (ids > 0).any(0).nonzero()
-    return ids[:, : int(used.max()) + 1 if len(used) else 1]
+@dataclass
+class MRSEConfig:
+    """The ``model:`` section of configs/mrse.yaml (each key documented there)."""
+
+    dim: int = 128
+    width: int = 64
+    heads: int = 2
+    vbert_layers: int = 1
+    lightbert_layers: int = 2
+    n_buckets: int = 200_000
+    n_categories: int = 4096
+    pretrained_tokens: bool = False
+    fusion: Fusion = "gate"
+    gate_temperature: float = 1.0
+    use_image: bool = True
+    image_encoder: str = "simshop-vit-tiny"
+    image_checkpoint: str | None = None
+    image_encoder_seed: int = 0
+    image_pretrain_epochs: int = 0
+    image_token_stats: bool = True
+    image_in_fusion: bool = True
+    item_token_dropout: float = 0.0
+    use_profile: bool = True
+    profile_length: int = 20
+    profile_pooling: Pooling = "attention"
+    profile_null_slot: bool = False
+    profile_path: ProfilePath = "gate"
+    profile_detach: bool = False
+    pretrained_sentence: bool = False
+    stage_negatives: bool = False
 
 
 def word_dropout(ids: torch.Tensor, rate: float) -> torch.Tensor:
@@ -121,7 +157,8 @@ class ImageAdaptor(nn.Module):
 
 # -- the three experts ----------------------------------------------------------------------------------------
 class LightBert(nn.Module):
-    """A small pre-norm transformer over WordPiece ids, optionally after one leading (visual) token.
+    """A small pre-norm transformer (GELU, feed-forward 2 x width, final LayerNorm; ``layers.PositionalTransformer``)
+    over WordPiece ids, optionally after one leading (visual) token.
 
     Output: the mean of the text tokens' states, plus the leading token's state when there is one (so the
     visual token's information has its own path to the output rather than 1/L of a mean).
@@ -130,26 +167,19 @@ class LightBert(nn.Module):
     def __init__(self, tokens: TokenEmbedding, width: int, layers: int, heads: int, max_length: int = 128):
         super().__init__()
         self.tokens = tokens
-        self.position = nn.Embedding(max_length + 1, width)
-        nn.init.normal_(self.position.weight, std=0.02)
-        layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=0.0,
-                                           activation="gelu", batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(width)
+        self.transformer = PositionalTransformer(
+            position_table(max_length + 1, width, std=0.02),
+            transformer_encoder(width, heads, layers, 2 * width, activation="gelu", final_norm=True))
 
     def forward(self, ids: torch.Tensor, lead: torch.Tensor | None = None) -> torch.Tensor:
         ids = trim_padding(ids)
         mask = ids > 0
         x = self.tokens(ids)
-        if lead is not None:
-            x = torch.cat([lead.unsqueeze(1), x], dim=1)
-            mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
-        x = x + self.position.weight[: x.shape[1]]
-        attend = mask.clone()
-        attend[:, 0] |= ~mask.any(1)  # an empty text attends to one pad slot (no NaN); its mean stays zero
-        states = self.norm(self.encoder(x, src_key_padding_mask=~attend))
         if lead is None:
-            return masked_mean(states, mask)
+            return self.transformer.pooled(x, mask)  # an empty text's mean is zero
+        x = torch.cat([lead.unsqueeze(1), x], dim=1)
+        mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
+        states = self.transformer(x, mask)
         return states[:, 0] + masked_mean(states[:, 1:], mask[:, 1:])
 
 
@@ -263,70 +293,59 @@ def with_sentence(start: PretrainedStart | None, vector: torch.Tensor, inputs: d
 
 
 class ItemTower(nn.Module):
-    def __init__(self, owner: MRSE):
+    """The item side's own parts: its gate + DSSM fusion and (``pretrained_sentence``) its sentence start.
+
+    The parts both towers share (experts, category table, image adaptor) are the model's: ``MRSE`` runs them and
+    passes their outputs in (``MRSE.encode_items_with_weights``).
+    """
+
+    def __init__(self, config: MRSEConfig):
         super().__init__()
-        self._owner = [owner]  # a plain reference (not a submodule): the owner holds the shared parts
-        self.fusion = GatedFusion(len(EXPERTS), owner.width, owner.dim, owner.fusion, owner.gate_temperature)
-        self.sentence = PretrainedStart(owner.dim) if owner.pretrained_sentence else None
+        self.fusion = GatedFusion(len(EXPERTS), config.width, config.dim, config.fusion, config.gate_temperature)
+        self.sentence = PretrainedStart(config.dim) if config.pretrained_sentence else None
 
-    def forward_with_weights(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        vector, weights = self.mixture(inputs)
+    def forward(self, inputs: dict[str, torch.Tensor], outputs: torch.Tensor, available: torch.Tensor,
+                context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(item vectors [B, dim], expert weights [B, E]) from the experts' ``outputs`` [B, E, width], which of
+        them are ``available`` [E], and the item's ``context`` [B, width] (category, and the visual token)."""
+        vector, weights = self.fusion(outputs, available, context)
         return with_sentence(self.sentence, vector, inputs, "item_sentence"), weights
-
-    def mixture(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        owner = self._owner[0]
-        visual = owner.visual_tokens(inputs)
-        tokens, hashed = inputs["item_tokens"], inputs["item_hashed"]
-        if self.training and owner.item_token_dropout > 0:
-            tokens, hashed = word_dropout(tokens, owner.item_token_dropout), word_dropout(hashed, owner.item_token_dropout)
-        outputs = owner.experts(tokens, hashed, visual)
-        context = owner.category_vectors(inputs["item_category"])
-        if visual is not None and owner.image_in_fusion:
-            context = context + visual  # a direct path from the picture to the item vector, whatever the gate
-        return self.fusion(outputs, owner.available_experts(outputs.device), context)
-
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.forward_with_weights(inputs)[0]
 
 
 class QueryTower(nn.Module):
-    def __init__(self, owner: MRSE):
+    """The query side's own parts: the visual placeholder, the user profile, its gate + DSSM fusion and
+    (``pretrained_sentence``) its sentence start. The shared parts are the model's, as for ``ItemTower``."""
+
+    def __init__(self, config: MRSEConfig):
         super().__init__()
-        self._owner = [owner]
-        width = owner.width
+        width = config.width
+        self.profile_path = config.profile_path
+        self.profile_detach = config.profile_detach
         self.visual_placeholder = nn.Parameter(torch.randn(width) * 0.02)  # a query has no picture
-        self.profile = UserProfile(width, owner.profile_length, owner.profile_pooling, owner.profile_null_slot)
-        self.fusion = GatedFusion(len(EXPERTS), width, owner.dim, owner.fusion, owner.gate_temperature)
+        self.profile = UserProfile(width, config.profile_length, config.profile_pooling, config.profile_null_slot)
+        self.fusion = GatedFusion(len(EXPERTS), width, config.dim, config.fusion, config.gate_temperature)
         # The profile's additive path starts as a no-op: the query vector is the query's meaning first, and the
         # user's history moves it only as far as training finds that it helps (``profile_path`` says whether the
         # profile also, or only, informs the gate).
         nn.init.zeros_(self.fusion.context.weight)
-        self.sentence = PretrainedStart(owner.dim) if owner.pretrained_sentence else None
+        self.sentence = PretrainedStart(config.dim) if config.pretrained_sentence else None
 
-    def forward_with_weights(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        vector, weights = self.mixture(batch)
-        return with_sentence(self.sentence, vector, batch, "query_sentence"), weights
-
-    def mixture(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        owner = self._owner[0]
-        tokens = batch["query_tokens"]
-        visual = self.visual_placeholder.expand(len(tokens), -1) if owner.has_image else None
-        outputs = owner.experts(tokens, batch["query_hashed"], visual)
-        available = owner.available_experts(outputs.device)
+    def forward(self, batch: dict[str, torch.Tensor], outputs: torch.Tensor, available: torch.Tensor,
+                history: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(query vectors [B, dim], expert weights [B, E]) from the experts' ``outputs`` [B, E, width], which of
+        them are ``available`` [E], and the user's ``history``: (profile items [B, L, width], their mask [B, L],
+        the anchor [B, width] that steers the profile's attention), or None without a profile."""
         context = torch.zeros_like(outputs[:, 0])
-        if owner.use_profile and "hist_realtime" in batch:
-            anchor = (outputs * available.unsqueeze(-1)).sum(1) / available.sum()
-            items, mask = owner.history_items(batch["hist_realtime"][:, -owner.profile_length:])
-            if owner.profile_detach:
+        if history is not None:
+            items, mask, anchor = history
+            if self.profile_detach:
                 # the history is read through the shared experts, table and adaptor, but trains only the profile
                 items, anchor = items.detach(), anchor.detach()
             context = self.profile(items, mask, anchor)
-        gate_context = torch.zeros_like(context) if owner.profile_path == "additive" else context
-        additive = torch.zeros_like(context) if owner.profile_path == "gate" else context
-        return self.fusion(outputs, available, additive, gate_context)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.forward_with_weights(batch)[0]
+        gate_context = torch.zeros_like(context) if self.profile_path == "additive" else context
+        additive = torch.zeros_like(context) if self.profile_path == "gate" else context
+        vector, weights = self.fusion(outputs, available, additive, gate_context)
+        return with_sentence(self.sentence, vector, batch, "query_sentence"), weights
 
 
 class MRSE(TwoTowerModel):
@@ -335,50 +354,42 @@ class MRSE(TwoTowerModel):
     required_fields = {"query_text", "query_hashed", "item_text", "item_hashed", "item_category"}
     optional_fields = {"item_image", "item_image_features", "user_history"}
 
-    def __init__(self, dim: int = 128, width: int = 64, heads: int = 2, vbert_layers: int = 1,
-                 lightbert_layers: int = 2, n_buckets: int = 200_000, n_categories: int = 4096,
-                 pretrained_tokens: bool = False, fusion: str = "gate", gate_temperature: float = 1.0,
-                 use_image: bool = True, image_encoder: str = "simshop-vit-tiny", image_checkpoint: str | None = None,
-                 image_encoder_seed: int = 0, image_pretrain_epochs: int = 0, image_token_stats: bool = True,
-                 use_profile: bool = True, profile_length: int = 20, profile_pooling: str = "attention",
-                 profile_null_slot: bool = False, profile_path: str = "gate", profile_detach: bool = False,
-                 image_in_fusion: bool = True, item_token_dropout: float = 0.0, stage_negatives: bool = False,
-                 pretrained_sentence: bool = False):
+    def __init__(self, config: MRSEConfig | None = None):
         super().__init__()
-        if fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion '{fusion}'; valid: {', '.join(FUSIONS)}")
-        if profile_pooling not in POOLINGS:
-            raise ValueError(f"unknown profile_pooling '{profile_pooling}'; valid: {', '.join(POOLINGS)}")
-        if profile_path not in PROFILE_PATHS:
-            raise ValueError(f"unknown profile_path '{profile_path}'; valid: {', '.join(PROFILE_PATHS)}")
-        if use_profile and fusion == "concat" and profile_path == "gate":
+        config = config or MRSEConfig()
+        if config.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion '{config.fusion}'; valid: {', '.join(FUSIONS)}")
+        if config.profile_pooling not in POOLINGS:
+            raise ValueError(f"unknown profile_pooling '{config.profile_pooling}'; valid: {', '.join(POOLINGS)}")
+        if config.profile_path not in PROFILE_PATHS:
+            raise ValueError(f"unknown profile_path '{config.profile_path}'; valid: {', '.join(PROFILE_PATHS)}")
+        use_profile = config.use_profile
+        if use_profile and config.fusion == "concat" and config.profile_path == "gate":
             # the gate is the profile's only way in and concatenation has none: say so instead of training it idle
             warnings.warn("MRSE: fusion 'concat' has no gate for the profile (profile_path 'gate'), so the user "
                           "profile is off; set profile_path=both to keep it", stacklevel=2)
             use_profile = False
-        self.dim, self.width, self.fusion = dim, width, fusion
-        self.gate_temperature = gate_temperature
-        self.use_image, self.use_profile = use_image, use_profile
-        self.image_in_fusion = image_in_fusion
-        self.item_token_dropout = item_token_dropout
-        self.profile_length, self.profile_pooling = profile_length, profile_pooling
-        self.profile_null_slot, self.profile_path = profile_null_slot, profile_path
-        self.profile_detach = profile_detach
-        self.pretrained_sentence = pretrained_sentence
-        self.image_spec = ImageEncoderSpec(name=image_encoder, checkpoint=image_checkpoint, seed=image_encoder_seed,
-                                           pretrain_epochs=image_pretrain_epochs, token_stats=image_token_stats)
-        self.experts = Experts(width, heads, vbert_layers, lightbert_layers, n_buckets, pretrained_tokens)
-        self.categories = nn.Embedding(n_categories, width, padding_idx=0)
+        self.width = config.width
+        self.use_image, self.use_profile = config.use_image, use_profile
+        self.image_in_fusion = config.image_in_fusion
+        self.item_token_dropout = config.item_token_dropout
+        self.profile_length = config.profile_length
+        self.image_spec = ImageEncoderSpec(name=config.image_encoder, checkpoint=config.image_checkpoint,
+                                           seed=config.image_encoder_seed, pretrain_epochs=config.image_pretrain_epochs,
+                                           token_stats=config.image_token_stats)
+        self.experts = Experts(config.width, config.heads, config.vbert_layers, config.lightbert_layers,
+                               config.n_buckets, config.pretrained_tokens)
+        self.categories = nn.Embedding(config.n_categories, config.width, padding_idx=0)
         self.image_adaptor: ImageAdaptor | None = None  # built in prepare, once the feature size is known
         self.has_image = False
         self.catalog = None
         self.extra_costs: dict[str, Any] = {}
-        self.query_tower = QueryTower(self)
-        self.item_tower = ItemTower(self)
+        self.query_tower = QueryTower(config)
+        self.item_tower = ItemTower(config)
         # instance-level fields: variants that drop a modality do not build its inputs
-        self.optional_fields = ({"item_image", "item_image_features"} if use_image else set()) | (
-            {"user_history"} if use_profile else set()) | ({"stages"} if stage_negatives else set())
-        if pretrained_sentence:
+        self.optional_fields = ({"item_image", "item_image_features"} if config.use_image else set()) | (
+            {"user_history"} if use_profile else set()) | ({"stages"} if config.stage_negatives else set())
+        if config.pretrained_sentence:
             self.required_fields = self.required_fields | {"query_sentence", "item_sentence"}
 
     # -- prepare: frozen image features, once --------------------------------------------------------------
@@ -400,7 +411,41 @@ class MRSE(TwoTowerModel):
             self.has_image = True
             self.image_adaptor = ImageAdaptor(catalog.tensors["item_image_features"], self.width)
 
-    # -- shared pieces the towers use ------------------------------------------------------------------------
+    # -- the towers: the shared parts run here, each tower's own parts in it ---------------------------------
+    def encode_queries(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.encode_queries_with_weights(batch)[0]
+
+    def encode_items(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.encode_items_with_weights(inputs)[0]
+
+    def encode_queries_with_weights(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(query vectors [B, dim], expert weights [B, E]): the shared experts over the query text (with the
+        query tower's visual placeholder when the data has images) and the profile items, then the query tower."""
+        tokens = batch["query_tokens"]
+        visual = self.query_tower.visual_placeholder.expand(len(tokens), -1) if self.has_image else None
+        outputs = self.experts(tokens, batch["query_hashed"], visual)
+        available = self.available_experts(outputs.device)
+        history = None
+        if self.use_profile and "hist_realtime" in batch:
+            anchor = (outputs * available.unsqueeze(-1)).sum(1) / available.sum()
+            items, mask = self.history_items(batch["hist_realtime"][:, -self.profile_length:])
+            history = (items, mask, anchor)
+        return self.query_tower(batch, outputs, available, history)
+
+    def encode_items_with_weights(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(item vectors [B, dim], expert weights [B, E]): the shared experts over the item text and picture,
+        the category (+ visual token) context, then the item tower."""
+        visual = self.visual_tokens(inputs)
+        tokens, hashed = inputs["item_tokens"], inputs["item_hashed"]
+        if self.training and self.item_token_dropout > 0:
+            tokens, hashed = word_dropout(tokens, self.item_token_dropout), word_dropout(hashed, self.item_token_dropout)
+        outputs = self.experts(tokens, hashed, visual)
+        context = self.category_vectors(inputs["item_category"])
+        if visual is not None and self.image_in_fusion:
+            context = context + visual  # a direct path from the picture to the item vector, whatever the gate
+        return self.item_tower(inputs, outputs, self.available_experts(outputs.device), context)
+
+    # -- shared pieces -----------------------------------------------------------------------------------------
     def available_experts(self, device: torch.device) -> torch.Tensor:
         return torch.tensor([self.has_image, True, True], device=device)
 
@@ -429,5 +474,5 @@ class MRSE(TwoTowerModel):
     @torch.no_grad()
     def expert_weights(self, inputs: dict[str, torch.Tensor], side: str = "query") -> torch.Tensor:
         """Per-input expert weights [B, 3] (columns in EXPERTS order; each row sums to 1)."""
-        tower = {"query": self.query_tower, "item": self.item_tower}[side]
-        return tower.forward_with_weights(inputs)[1]
+        encode = {"query": self.encode_queries_with_weights, "item": self.encode_items_with_weights}[side]
+        return encode(inputs)[1]

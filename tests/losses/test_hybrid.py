@@ -22,6 +22,11 @@ class TableModule:
         return self.table[indices.clamp(min=0)]
 
 
+def apply(loss, queries: torch.Tensor, positives: torch.Tensor, batch: dict, module: TableModule) -> dict:
+    """What RetrievalModule does: encode the items the loss asks for, then call it with tensors only."""
+    return loss(queries, positives, batch, loss.extra_vectors(batch, module.encode_item_indices))
+
+
 # q0 = (1, 0), q1 = (0, 1), q2 = (-1, 0); positives p0 = (.8, .6), p1 = (.6, .8), p2 = (0, 1). Cosine distances:
 #   d(q0, p0) = .2, d(q0, p1) = .4, d(q0, p2) = 1     -> hardest negative p1: max(0, .5 + .2 - .4) = .3
 #   d(q1, p1) = .2, d(q1, p0) = .4, d(q1, p2) = 0     -> hardest negative p2: max(0, .5 + .2 - 0)  = .7
@@ -33,7 +38,7 @@ POSITIVES = torch.tensor([[0.8, 0.6], [0.6, 0.8], [0.0, 1.0]])
 def test_triplet_term_on_a_hand_checked_example():
     loss = HybridLoss(margin=0.5, triplet_weight=1.0)
     batch = {"pos_item": torch.tensor([0, 1, 2])}
-    value = loss.triplet(QUERIES, POSITIVES, batch, module=None)
+    value = loss.triplet(QUERIES, POSITIVES, batch)
     assert value.item() == pytest.approx((0.3 + 0.7 + 0.0) / 3, abs=1e-6)
 
 
@@ -41,7 +46,7 @@ def test_euclidean_distance_variant():
     # unit vectors: |q - p|^2 = 2 (1 - cos). Row 0: d(q0, p0) = sqrt(.4), its only negative p1 at sqrt(.8);
     # row 1 is the mirror image. Both hinges: 1 + sqrt(.4) - sqrt(.8)
     loss = HybridLoss(margin=1.0, distance="euclidean")
-    value = loss.triplet(QUERIES[:2], POSITIVES[:2], {"pos_item": torch.tensor([0, 1])}, module=None)
+    value = loss.triplet(QUERIES[:2], POSITIVES[:2], {"pos_item": torch.tensor([0, 1])})
     assert value.item() == pytest.approx(1.0 + math.sqrt(0.4) - math.sqrt(0.8), abs=1e-5)
 
 
@@ -51,13 +56,13 @@ def test_duplicates_and_same_query_rows_are_not_negatives():
     same_item = {"pos_item": torch.tensor([0, 1, 1])}
     positives = torch.stack([POSITIVES[0], POSITIVES[1], POSITIVES[1]])
     queries = QUERIES[:2].repeat(2, 1)[:3]  # q0, q1, q0
-    value = loss.triplet(queries, positives, same_item, module=None)
+    value = loss.triplet(queries, positives, same_item)
     # row 0: negatives p1 (.4) -> .3; row 1: p0 (.4) -> .5 + .2 - .4 = .3; row 2 (q0, p1): p0 (.2) -> .5 + .4 - .2
     assert value.item() == pytest.approx((0.3 + 0.3 + 0.7) / 3, abs=1e-6)
     # with query tokens rows 0 and 2 are the same query: row 0 keeps p1 (row 1's), row 2 has no candidate left
     # (p0 is its own query's positive, p1 its own item) and drops out of the mean
     tokens = {"query_tokens": torch.tensor([[5, 6], [7, 0], [5, 6]])}
-    value = loss.triplet(queries, positives, {**same_item, **tokens}, module=None)
+    value = loss.triplet(queries, positives, {**same_item, **tokens})
     assert value.item() == pytest.approx((0.3 + 0.3) / 2, abs=1e-6)
 
 
@@ -73,7 +78,8 @@ def test_stage_negatives_take_the_hardest_unclicked_item_of_the_row():
     # row 0: positive item 0; stage items 1 (unclicked, d=.4), 3 (clicked: not a negative), 2 (unclicked, d=1)
     batch = {"pos_item": torch.tensor([0]), "stage_items": torch.tensor([[1, 3, 2, -1]]),
              "stage_levels": torch.tensor([[1, 2, 1, -1]])}
-    value = HybridLoss(margin=0.5).triplet(QUERIES[:1], table[:1], batch, module)
+    loss = HybridLoss(margin=0.5)
+    value = loss.triplet(QUERIES[:1], table[:1], batch, loss.extra_vectors(batch, module.encode_item_indices))
     assert value.item() == pytest.approx(0.5 + 0.2 - 0.4, abs=1e-6)
 
 
@@ -85,11 +91,11 @@ def test_hybrid_is_weighted_softmax_plus_triplet():
     batch = {"pos_item": torch.arange(6), "random_items": torch.tensor([6, 7, 8, 9])}
     module = TableModule(torch.cat([positives, table[6:]]))
     hybrid = HybridLoss(temperature=0.1, softmax_weight=1.0, triplet_weight=0.25, margin=0.3)
-    parts = hybrid(queries, positives, batch, module)
-    softmax = InBatchSoftmaxLoss(temperature=0.1)(queries, positives, batch, module)["loss"]
+    parts = apply(hybrid, queries, positives, batch, module)
+    softmax = apply(InBatchSoftmaxLoss(temperature=0.1), queries, positives, batch, module)["loss"]
     assert parts["softmax"].item() == pytest.approx(softmax.item(), rel=1e-6)
     assert parts["loss"].item() == pytest.approx(softmax.item() + 0.25 * parts["triplet"].item(), rel=1e-6)
-    only = HybridLoss(temperature=0.1, triplet_weight=0.0)(queries, positives, batch, module)
+    only = apply(HybridLoss(temperature=0.1, triplet_weight=0.0), queries, positives, batch, module)
     assert only["triplet"].item() == 0.0 and only["loss"].item() == pytest.approx(softmax.item(), rel=1e-6)
 
 

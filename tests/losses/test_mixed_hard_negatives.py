@@ -50,7 +50,7 @@ def test_mixed_alpha_per_negative():
 
 def test_loss_by_hand():
     loss = MixedHardNegativesLoss(temperature=1.0, hard_fraction=0.5, mix_low=0.5, mix_high=0.5)
-    value = loss(QUERIES, POSITIVES, BATCH, None)
+    value = loss(QUERIES, POSITIVES, BATCH)
     expected = (cross_entropy([2, 0, 1, 1.5], 0) + cross_entropy([0, 1, -1, 0.5], 1)
                 + cross_entropy([2, 1, 0, 1.0], 2)) / 3
     assert value["loss"].item() == pytest.approx(expected, rel=1e-6)
@@ -80,7 +80,7 @@ def test_mixing_in_logit_space_equals_mixing_vectors():
 def test_duplicate_positives_are_never_hard_negatives():
     # all three rows share one catalogue item: no real negative is left, the mixed logits are -inf
     loss = MixedHardNegativesLoss(temperature=1.0, hard_fraction=1.0)
-    value = loss(QUERIES, POSITIVES, {"pos_item": torch.tensor([7, 7, 7])}, None)
+    value = loss(QUERIES, POSITIVES, {"pos_item": torch.tensor([7, 7, 7])})
     assert value["loss"].item() == pytest.approx(0.0, abs=1e-7)
 
 

@@ -102,6 +102,14 @@ class TableModule(nn.Module):
         return self.table(indices.clamp(min=0))
 
 
+def apply(loss, queries: torch.Tensor, positives: torch.Tensor, batch: dict, module: TableModule) -> dict:
+    """What RetrievalModule does: encode the items (and query heads) the loss asks for, then call it with tensors."""
+    model = getattr(module, "model", None)
+    heads = getattr(model, "query_head_vectors", None)
+    encode_heads = None if heads is None else lambda: RetrievalModule.query_rows(heads, batch)
+    return loss(queries, positives, batch, loss.extra_vectors(batch, module.encode_item_indices, encode_heads))
+
+
 def toy_batch() -> dict[str, torch.Tensor]:
     return {"pos_item": torch.tensor([0, 1, 2]), "random_items": torch.tensor([7, 8, 9]),
             "stage_items": torch.tensor([[0, 3, 5, -1], [1, 4, 1, 6], [2, 2, 3, 3]]),
@@ -118,8 +126,8 @@ def test_beta_zero_is_the_plain_in_batch_softmax():
     queries = torch.randn(3, 4)
     batch = toy_batch()
     positives = module.table(batch["pos_item"])
-    ours = MultiGrainedLoss(temperature=0.5, beta=0.0)(queries, positives, batch, module)
-    reference = InBatchSoftmaxLoss(temperature=0.5)(queries, positives, batch, module)
+    ours = apply(MultiGrainedLoss(temperature=0.5, beta=0.0), queries, positives, batch, module)
+    reference = apply(InBatchSoftmaxLoss(temperature=0.5), queries, positives, batch, module)
     assert ours["loss"].item() == pytest.approx(reference["loss"].item(), rel=1e-6)
     assert set(ours) == {"loss", "retrieval", "ranking"} and ours["ranking"].item() == 0.0
 
@@ -130,8 +138,8 @@ def test_total_is_retrieval_plus_beta_ranking():
     queries = torch.randn(3, 4)
     batch = toy_batch()
     positives = module.table(batch["pos_item"])
-    parts = MultiGrainedLoss(temperature=0.5, beta=0.3, ranking={"temperature": 1.0})(queries, positives, batch,
-                                                                                     module)
+    parts = apply(MultiGrainedLoss(temperature=0.5, beta=0.3, ranking={"temperature": 1.0}), queries, positives,
+                  batch, module)
     scores = torch.einsum("bd,bsd->bs", queries, module.table(batch["stage_items"].clamp(min=0)))
     # random items that are also in the row at a higher level are dropped: row 1 item 1, row 2 item 3
     levels = torch.tensor([[3, 1, 0, -1], [2, 1, -1, 0], [2, 1, 1, -1]])
@@ -146,7 +154,7 @@ def test_a_random_negative_equal_to_the_positive_is_masked():
     batch = {**toy_batch(), "random_items": torch.tensor([7, 1, 9])}  # item 1 is row 1's positive
     positives = module.table(batch["pos_item"])
     loss = MultiGrainedLoss(temperature=1.0, beta=0.0)
-    masked = loss(queries, positives, batch, module)["retrieval"]
+    masked = apply(loss, queries, positives, batch, module)["retrieval"]
     # rows 0 and 2 contrast with all three random items, row 1 not with its own positive (column 3 + 1)
     full = torch.cat([queries @ positives.T, queries @ module.table(torch.tensor([7, 1, 9])).T], dim=1)
     full[1, 4] = float("-inf")
@@ -161,7 +169,7 @@ def test_drop_conflicting_randoms():
 
 def test_encode_unique_encodes_each_item_once_and_keeps_shapes():
     module = TableModule()
-    a, b = encode_unique(module, [torch.tensor([3, 3, 5]), torch.tensor([[5, -1], [3, 7]])])
+    a, b = encode_unique(module.encode_item_indices, [torch.tensor([3, 3, 5]), torch.tensor([[5, -1], [3, 7]])])
     assert module.encoded == 4  # 0 (the clamped padding), 3, 5, 7
     assert a.shape == (3, 4) and b.shape == (2, 2, 4)
     assert torch.equal(b[1, 1], module.table.weight[7])
@@ -175,7 +183,7 @@ def test_shared_randoms_join_every_list_at_level_zero():
     positives = module.table(batch["pos_item"])
     loss = MultiGrainedLoss(temperature=1.0, beta=1.0, shared_randoms_per_query=2, ranking={"temperature": 1.0})
     torch.manual_seed(5)
-    ranking = loss(queries, positives, batch, module)["ranking"]
+    ranking = apply(loss, queries, positives, batch, module)["ranking"]
     torch.manual_seed(5)
     pick = torch.randint(0, 3, (3, 2))
     items = torch.cat([batch["stage_items"], batch["random_items"][pick]], 1)
@@ -195,14 +203,13 @@ def test_head_weight_adds_each_heads_own_retrieval_loss():
     torch.manual_seed(0)
     module = TableModule()
     module.model = HeadsModel()
-    module.query_rows = RetrievalModule.query_rows
     heads = torch.randn(3, 2, 4)
     batch = {**toy_batch(), "heads": heads}
     positives = module.table(batch["pos_item"])
     fused = heads.mean(1)
     plain = MultiGrainedLoss(temperature=0.5, beta=0.0)
-    parts = MultiGrainedLoss(temperature=0.5, beta=0.0, head_weight=0.5)(fused, positives, batch, module)
-    alone = [plain(heads[:, h], positives, batch, module)["retrieval"].item() for h in range(2)]
+    parts = apply(MultiGrainedLoss(temperature=0.5, beta=0.0, head_weight=0.5), fused, positives, batch, module)
+    alone = [apply(plain, heads[:, h], positives, batch, module)["retrieval"].item() for h in range(2)]
     assert parts["per_head"].item() == pytest.approx(sum(alone) / 2, rel=1e-6)
     assert parts["loss"].item() == pytest.approx(parts["retrieval"].item() + 0.25 * sum(alone), rel=1e-6)
 
@@ -212,7 +219,7 @@ def test_head_weight_needs_a_model_with_heads():
     module.model = nn.Linear(4, 4)
     batch = toy_batch()
     with pytest.raises(ValueError, match="head_weight"):
-        MultiGrainedLoss(beta=0.0, head_weight=1.0)(torch.randn(3, 4), module.table(batch["pos_item"]), batch,
-                                                    module)
+        apply(MultiGrainedLoss(beta=0.0, head_weight=1.0), torch.randn(3, 4), module.table(batch["pos_item"]), batch,
+              module)
     with pytest.raises(ValueError, match="head_weight"):
         MultiGrainedLoss(head_weight=-1.0)

@@ -48,10 +48,10 @@ def test_light_two_tower_pretrained_starts_as_zero_shot_minilm():
 
 
 def test_mrse_pretrained_starts_as_zero_shot_minilm():
-    from retrieval_zoo.models.mrse import MRSE
+    from retrieval_zoo.models.mrse import MRSE, MRSEConfig
 
-    model = MRSE(dim=text.PRETRAINED_DIM, width=8, n_buckets=50, n_categories=5, use_image=False,
-                 use_profile=False, pretrained_sentence=True)
+    model = MRSE(MRSEConfig(dim=text.PRETRAINED_DIM, width=8, n_buckets=50, n_categories=5, use_image=False,
+                            use_profile=False, pretrained_sentence=True))
     assert {"query_sentence", "item_sentence"} <= model.required_fields
     queries, items = _sentences(3, 6), _sentences(6, 7)
     batch = {"query_tokens": torch.randint(1, 100, (3, 5)), "query_hashed": torch.randint(1, 50, (3, 5)),

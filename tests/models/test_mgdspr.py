@@ -11,8 +11,9 @@ from retrieval_zoo.data import load_dataset
 from retrieval_zoo.data.datamodule import RetrievalDataModule
 from retrieval_zoo.data.dataset import ProductSearchDataset
 from retrieval_zoo.data.features import dataset_fields
+from retrieval_zoo.data.text import words_of
 from retrieval_zoo.models import build_model, list_variants, load_config
-from retrieval_zoo.models.mgdspr import ROWS, SPARSE_MIN_ROWS, SelfAttention, attend_with_null, words_of
+from retrieval_zoo.models.mgdspr import ROWS, SPARSE_MIN_ROWS, SelfAttention, attend_with_null
 from retrieval_zoo.runner import data_settings, run_benchmark
 
 SMALL = {"dim": 32, "heads": 4, "word_buckets": 4096, "char_buckets": 4096}
@@ -212,6 +213,17 @@ def test_variants_resolve_and_the_ladder_is_ordered():
     assert (features["realtime_length"], features["short_term_length"], features["long_term_length"]) == (50, 100, 100)
     pretrained = load_config("mgdspr", "pretrained")["model"]
     assert pretrained["pretrained_subwords"] and pretrained["pretrained_sentence"]
+
+
+def test_config_class_has_one_field_per_yaml_key_and_is_checked_at_load():
+    import dataclasses
+
+    from retrieval_zoo.models import ConfigError
+    from retrieval_zoo.models.mgdspr import MGDSPRConfig
+
+    assert {f.name for f in dataclasses.fields(MGDSPRConfig)} == set(load_config("mgdspr")["model"])
+    with pytest.raises(ConfigError, match=r"mgdspr.yaml.*model.long_term expects one of 'action_sets', 'sequence'"):
+        load_config("mgdspr", overrides=["model.long_term=seq"])
 
 
 def test_no_user_variant_asks_for_no_user_input():

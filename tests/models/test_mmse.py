@@ -12,7 +12,7 @@ import torch
 from retrieval_zoo import run_benchmark
 from retrieval_zoo.data.dataset import ProductSearchDataset
 from retrieval_zoo.models import build_model, list_models, list_variants, load_config
-from retrieval_zoo.models.mmse import MMSE
+from retrieval_zoo.models.mmse import MMSE, MMSEConfig
 
 SMALL = {"dim": 16, "hidden": 24, "n_buckets": 1000, "transformer_heads": 2}
 
@@ -36,7 +36,7 @@ def item_inputs(n: int = 7) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("fusion", ["attention", "softmax"])
 def test_post_fusion_shapes_and_weights(fusion):
-    model = MMSE(**SMALL, fusion=fusion, heads=["hashed", "subword", "transformer", "sentence"])
+    model = MMSE(MMSEConfig(**SMALL, fusion=fusion, heads=["hashed", "subword", "transformer", "sentence"]))
     batch = query_batch()
     items = model.encode_items(item_inputs())
     scores, weights = model.head_scores(batch, items)
@@ -50,7 +50,7 @@ def test_post_fusion_shapes_and_weights(fusion):
 @pytest.mark.parametrize("fusion", ["attention", "softmax", "none"])
 def test_fused_score_equals_the_served_single_vector(fusion):
     torch.manual_seed(0)
-    model = MMSE(**SMALL, fusion=fusion).eval()
+    model = MMSE(MMSEConfig(**SMALL, fusion=fusion)).eval()
     batch = query_batch()
     items = model.encode_items(item_inputs())
     served = model.encode_queries(batch) @ items.T          # what the faiss index computes
@@ -60,32 +60,32 @@ def test_fused_score_equals_the_served_single_vector(fusion):
 
 def test_attention_weights_depend_on_the_query():
     torch.manual_seed(0)
-    model = MMSE(**SMALL, fusion="attention")
+    model = MMSE(MMSEConfig(**SMALL, fusion="attention"))
     _, weights = model.head_scores(query_batch(), model.encode_items(item_inputs()))
     assert not torch.allclose(weights[2], weights[3])
-    _, global_weights = MMSE(**SMALL, fusion="softmax").head_scores(query_batch(), torch.randn(3, 16))
+    _, global_weights = MMSE(MMSEConfig(**SMALL, fusion="softmax")).head_scores(query_batch(), torch.randn(3, 16))
     torch.testing.assert_close(global_weights, torch.full((5, 3), 1 / 3))
 
 
 def test_fields_need_no_user_data_and_follow_the_heads():
-    model = MMSE(**SMALL)
+    model = MMSE(MMSEConfig(**SMALL))
     assert model.required_fields == {"stages", "query_hashed", "item_hashed", "query_text", "item_text"}
-    only_hashed = MMSE(**SMALL, heads=["hashed"], item_inputs=["hashed"])
+    only_hashed = MMSE(MMSEConfig(**SMALL, heads=["hashed"], item_inputs=["hashed"]))
     assert only_hashed.required_fields == {"stages", "query_hashed", "item_hashed"}
     assert not model.optional_fields
     with pytest.raises(ValueError, match="model.heads"):
-        MMSE(**SMALL, heads=["words"])
+        MMSE(MMSEConfig(**SMALL, heads=["words"]))
 
 
 def test_shared_embeddings_are_one_table():
-    shared = MMSE(**SMALL, share_embeddings=True)
+    shared = MMSE(MMSEConfig(**SMALL, share_embeddings=True))
     assert shared.query_tower.features.hashed_bag is shared.item_tower.features.hashed_bag
-    separate = MMSE(**SMALL, share_embeddings=False)
+    separate = MMSE(MMSEConfig(**SMALL, share_embeddings=False))
     assert separate.query_tower.features.tokens is not separate.item_tower.features.tokens
 
 
 def test_the_pretrained_start_is_the_sentence_head_alone_and_opens_through_a_learned_share():
-    model = MMSE(**SMALL, heads=["hashed", "subword", "transformer", "sentence"])
+    model = MMSE(MMSEConfig(**SMALL, heads=["hashed", "subword", "transformer", "sentence"]))
     batch = query_batch()
     vectors, weights = model.query_tower.head_weights(batch)
     assert torch.equal(weights, torch.tensor([[0.0, 0.0, 0.0, 1.0]]).expand_as(weights))
@@ -95,7 +95,7 @@ def test_the_pretrained_start_is_the_sentence_head_alone_and_opens_through_a_lea
 
 
 def test_gradients_reach_every_head_and_the_fusion():
-    model = MMSE(**SMALL, heads=["hashed", "subword", "transformer", "sentence"])
+    model = MMSE(MMSEConfig(**SMALL, heads=["hashed", "subword", "transformer", "sentence"]))
     with torch.no_grad():
         model.query_tower.fusion.opening.fill_(0.5)  # past the start, where the anchored fusion is one-hot
     batch = query_batch()
@@ -166,3 +166,9 @@ def test_runs_on_label_only_data(tmp_path):
                                        "data.positive_labels=[E, S]"])
     finite_metrics(results[0])
     assert np.isfinite(results[0].metrics["recall@10"])
+
+
+def test_config_class_has_one_field_per_yaml_key():
+    import dataclasses
+
+    assert {f.name for f in dataclasses.fields(MMSEConfig)} == set(load_config("mmse")["model"])

@@ -14,7 +14,7 @@ from retrieval_zoo.data.datamodule import RetrievalDataModule
 from retrieval_zoo.data.dataset import ProductSearchDataset
 from retrieval_zoo.models import image_features
 from retrieval_zoo.models.image_features import ImageEncoderSpec, cached_image_features, linear_probe_accuracy
-from retrieval_zoo.models.mrse import EXPERTS, MRSE
+from retrieval_zoo.models.mrse import EXPERTS, MRSE, MRSEConfig
 
 FAST = {"trainer": {"max_steps": 3}, "data": {"batch_size": 64, "n_random_negatives": 16}}
 
@@ -89,7 +89,7 @@ def test_frozen_random_tower_features_carry_colour():
 
 # -- the gate ---------------------------------------------------------------------------------------------
 def test_gate_weights_sum_to_one_and_skip_missing_experts(label_dataset):
-    model = MRSE(n_buckets=1000)
+    model = MRSE(MRSEConfig(n_buckets=1000))
     fields = model.required_fields  # a text-only dataset: no images, no users
     datamodule = RetrievalDataModule(label_dataset, fields)
     datamodule.setup()
@@ -184,22 +184,39 @@ def test_profile_path_decides_where_the_profile_enters(path):
     tower = model.query_tower
     without_history = {k: v for k, v in batch.items() if not k.startswith("hist_")}
     with torch.no_grad():
-        vectors, weights = tower.forward_with_weights(batch)
-        plain_weights = tower.forward_with_weights(without_history)[1]
+        vectors, weights = model.encode_queries_with_weights(batch)
+        plain_weights = model.encode_queries_with_weights(without_history)[1]
         torch.nn.init.zeros_(tower.fusion.context.weight)  # close the additive path again
-        closed = tower(batch)
+        closed = model.encode_queries(batch)
     assert (not torch.allclose(weights, plain_weights)) == (path != "additive")  # the gate reads the profile
     assert (not torch.allclose(vectors, closed)) == (path != "gate")  # the profile is added to the vector
     with pytest.raises(ValueError, match="profile_path"):
-        MRSE(profile_path="everywhere")
+        MRSE(MRSEConfig(profile_path="everywhere"))
 
 
 def test_concat_turns_a_gate_only_profile_off_and_says_so():
     with pytest.warns(UserWarning, match="profile is off; set profile_path=both"):
-        model = MRSE(fusion="concat", profile_path="gate", n_buckets=100)
+        model = MRSE(MRSEConfig(fusion="concat", profile_path="gate", n_buckets=100))
     assert not model.use_profile and "user_history" not in model.optional_fields
-    kept = MRSE(fusion="concat", profile_path="both", n_buckets=100)  # an additive path: the profile stays
+    kept = MRSE(MRSEConfig(fusion="concat", profile_path="both", n_buckets=100))  # an additive path: the profile stays
     assert kept.use_profile and "user_history" in kept.optional_fields
+
+
+def test_towers_hold_no_reference_to_the_model():
+    model = MRSE(MRSEConfig(n_buckets=100))
+    for tower in (model.query_tower, model.item_tower):
+        assert not any(value is model or (isinstance(value, list) and any(v is model for v in value))
+                       for value in vars(tower).values())
+    # the shared parts are the model's alone: no tower registers them again
+    assert not any(name.startswith(("query_tower.experts", "item_tower.experts")) for name in model.state_dict())
+
+
+def test_config_class_has_one_field_per_yaml_key():
+    import dataclasses
+
+    from retrieval_zoo.models import load_config
+
+    assert {f.name for f in dataclasses.fields(MRSEConfig)} == set(load_config("mrse")["model"])
 
 
 @pytest.mark.parametrize("detach", [False, True])

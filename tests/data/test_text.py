@@ -1,0 +1,120 @@
+"""Text inputs (data/text.py): WordPiece ids from the packaged MiniLM tokenizer, DSSM letter-n-gram hashing, and
+the content-keyed cache of frozen sentence features (with a stand-in encoder: no model is loaded here)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval_zoo.data import text
+
+
+def bucket(gram: str, n_buckets: int) -> int:
+    """The documented hashing, written out independently: blake2b-64 (little endian), ids 1 .. n_buckets - 1."""
+    return 1 + int.from_bytes(hashlib.blake2b(gram.encode(), digest_size=8).digest(), "little") % (n_buckets - 1)
+
+
+# -- the pretrained tokenizer -------------------------------------------------------------------------------
+def test_packaged_model_has_a_tokenizer_and_the_bert_vocabulary():
+    assert (Path(text.pretrained_model_path()) / "tokenizer.json").is_file()
+    assert text.vocab_size() == 30522
+    assert text.PAD_ID == 0 and text.PRETRAINED_DIM == 384
+
+
+def test_tokenize_pads_right_truncates_and_adds_no_special_tokens():
+    ids = text.tokenize(["red shoe", "Wireless Headphones with a very long name"], 4)
+    assert ids.dtype == np.int32 and ids.shape == (2, 4)
+    red_shoe = text.wordpiece_tokenizer().encode("red shoe", add_special_tokens=False).ids
+    assert len(red_shoe) == 2
+    assert ids[0].tolist() == red_shoe + [text.PAD_ID, text.PAD_ID]
+    assert (ids[1] != text.PAD_ID).all()  # long text: cut at max_length, no padding
+    assert not np.isin(ids, [101, 102]).any()  # no [CLS] / [SEP]
+    # lower-cased vocabulary: case does not change the ids
+    assert text.tokenize(["RED SHOE"], 4).tolist() == text.tokenize(["red shoe"], 4).tolist()
+
+
+def test_tokenize_empty_text_is_all_padding():
+    assert text.tokenize([""], 3).tolist() == [[0, 0, 0]]
+
+
+# -- hashed letter n-grams ----------------------------------------------------------------------------------
+def test_hashed_ngrams_by_hand():
+    ids = text.hashed_ngrams(["Red shoe"], n_buckets=1000, max_length=12)
+    grams = ["w:red", "#re", "red", "ed#", "w:shoe", "#sh", "sho", "hoe", "oe#"]
+    assert ids.dtype == np.int64 and ids.shape == (1, 12)
+    assert ids[0].tolist() == [bucket(g, 1000) for g in grams] + [0, 0, 0]
+
+
+def test_hashed_ngrams_short_word_truncation_and_range():
+    # a one-letter word has one trigram: '#a#'
+    assert text.hashed_ngrams(["a"], 50, 4)[0].tolist() == [bucket("w:a", 50), bucket("#a#", 50), 0, 0]
+    ids = text.hashed_ngrams(["the quick brown fox jumps"], 7, 5)
+    assert (ids >= 1).all() and (ids <= 6).all()  # 0 stays padding; every slot filled (truncated at 5)
+    assert text.hashed_ngrams([""], 7, 3).tolist() == [[0, 0, 0]]
+
+
+def test_hashed_ngrams_are_case_insensitive_and_shared_between_texts():
+    a, b = text.hashed_ngrams(["Shoe", "red shoe"], 100_000, 10)
+    assert a[:5].tolist() == b[4:9].tolist()  # 'shoe' gives the same five ids wherever it appears
+
+
+# -- cached sentence features -------------------------------------------------------------------------------
+class FakeEncoder:
+    """Stands in for the SentenceTransformer: one 384-d vector per text (its length in column 0); counts calls."""
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+
+    def encode(self, texts, **kwargs):
+        self.calls.append(list(texts))
+        assert kwargs["normalize_embeddings"] is True
+        out = np.zeros((len(texts), text.PRETRAINED_DIM), dtype=np.float64)
+        out[:, 0] = [len(t) for t in texts]
+        return out
+
+
+@pytest.fixture
+def fake_encoder(tmp_path, monkeypatch):
+    encoder = FakeEncoder()
+    monkeypatch.setattr(text, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(text, "sentence_transformer", lambda: encoder)
+    return encoder
+
+
+def test_sentence_features_are_cached_by_content(fake_encoder, tmp_path):
+    first = text.sentence_features(["red shoe", "mug"])
+    assert first.dtype == np.float32 and first.shape == (2, 384)
+    assert first[:, 0].tolist() == [8.0, 3.0]
+    again = text.sentence_features(["red shoe", "mug"])
+    assert len(fake_encoder.calls) == 1  # the second call read the cache
+    np.testing.assert_array_equal(first, again)
+    cached = list((tmp_path / "sentence_features").glob("*.npy"))
+    assert len(cached) == 1 and not list((tmp_path / "sentence_features").glob("*.tmp*"))
+
+
+def test_changed_or_reordered_texts_miss_the_cache(fake_encoder):
+    text.sentence_features(["red shoe", "mug"])
+    text.sentence_features(["mug", "red shoe"])
+    # the separator keeps ["ab", "c"] and ["a", "bc"] apart
+    text.sentence_features(["ab", "c"])
+    text.sentence_features(["a", "bc"])
+    assert len(fake_encoder.calls) == 4
+
+
+# -- hashed text units shared with MGDSPR -------------------------------------------------------------------
+def test_words_and_letter_ngrams():
+    assert text.words_of("USB-C cable, 2m!") == ["usb", "c", "cable", "2m"]  # punctuation splits words
+    assert text.letter_ngrams("ab", 3) == ["#ab", "ab#"]
+    assert text.letter_ngrams("a", 5) == ["#a#"]  # too short for one n-gram: one gram
+    assert text.char_ngrams_of("Hi, yo", 2) == ["#h", "hi", "i#", "#y", "yo", "o#"]
+
+
+def test_unit_hasher_by_hand_salted_and_padded():
+    plain, salted = text.UnitHasher(97), text.UnitHasher(97, salt="word:")
+    assert plain("shoe") == bucket("shoe", 97)
+    assert salted("shoe") == bucket("word:shoe", 97)
+    ids = plain.encode([["a", "b", "c"], []], max_length=2)
+    assert ids.dtype == np.int64 and ids.tolist() == [[bucket("a", 97), bucket("b", 97)], [0, 0]]
