@@ -214,3 +214,38 @@ def significance(targets: EvaluationTargets, run_a: pl.DataFrame, run_b: pl.Data
 
 def relative_change(new: float, old: float) -> float:
     return (new - old) / old if old else float("nan")
+
+
+# -- the re-ranking protocol (ESCI task 1) -------------------------------------------------------------------
+# The ESCI task-1 protocol: re-rank each query's judged list; NDCG over the whole list (no cutoff).
+RERANK_METRICS = {"ndcg": "rerank_ndcg", "ndcg@10": "rerank_ndcg@10"}
+
+
+def judged_candidates(units: pl.DataFrame, judgments: pl.DataFrame, product_ids: list[str]) -> pl.DataFrame:
+    """Every (test unit, judged product of its query) pair: unit_row (position in ``units``), item (catalogue
+    index), unit_id, doc_id. Judged products outside the catalogue were already dropped by the loader."""
+    catalogue = pl.DataFrame({"doc_id": product_ids, "item": np.arange(len(product_ids), dtype=np.int64)})
+    return (
+        units.with_row_index("unit_row").select("unit_row", "unit_id", "query_id")
+        .join(judgments.select("query_id", pl.col("product_id").alias("doc_id")), on="query_id")
+        .join(catalogue, on="doc_id")
+        .select(pl.col("unit_row").cast(pl.Int64), "item", pl.col("unit_id").alias("q_id"), "doc_id")
+    )
+
+
+def rerank_run(units: pl.DataFrame, judgments: pl.DataFrame, product_ids: list[str], score_pairs) -> pl.DataFrame:
+    """The model's scores of each unit's judged candidates, as a run (q_id, doc_id, score)."""
+    pairs = judged_candidates(units, judgments, product_ids)
+    scores = score_pairs(pairs["unit_row"].to_numpy(), pairs["item"].to_numpy())
+    return pairs.select("q_id", "doc_id").with_columns(pl.Series("score", np.asarray(scores, dtype=np.float64)))
+
+
+def rerank_metrics(targets, rerank: pl.DataFrame) -> dict[str, float]:
+    """NDCG of the re-ranked judged lists (ESCI task 1), named ``rerank_*``; per query group too."""
+    means, _ = evaluate_run(targets, rerank, list(RERANK_METRICS))
+    renamed = {}
+    for name, value in means.items():
+        metric, bracket, group = name.partition("[")
+        if metric in RERANK_METRICS:
+            renamed[RERANK_METRICS[metric] + bracket + group] = value
+    return renamed

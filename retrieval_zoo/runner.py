@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -24,7 +23,6 @@ import numpy as np
 import polars as pl
 import pytorch_lightning as L
 import torch
-import yaml
 
 from retrieval_zoo import store, tracking
 from retrieval_zoo.data.datamodule import DataSettings, RetrievalDataModule
@@ -32,8 +30,14 @@ from retrieval_zoo.data.dataset import ProductSearchDataset
 from retrieval_zoo.data.features import FeatureSettings, check_fields, dataset_fields
 from retrieval_zoo.data.fingerprint import dataset_key, folder_fingerprint, slug
 from retrieval_zoo.data.registry import cache_dir, load_dataset, parse_dataset_spec
-from retrieval_zoo.data.stages import LABEL_MAPPING_NOTE
-from retrieval_zoo.evaluation import DEFAULT_METRICS, build_targets, evaluate_run, run_from_topk
+from retrieval_zoo.evaluation import (
+    DEFAULT_METRICS,
+    build_targets,
+    evaluate_run,
+    rerank_metrics,
+    rerank_run,
+    run_from_topk,
+)
 from retrieval_zoo.index import index_and_search
 from retrieval_zoo.interrupts import commit_guard
 from retrieval_zoo.models.base import RetrievalModule
@@ -41,6 +45,7 @@ from retrieval_zoo.models.registry import ConfigError, build_model, load_config,
 from retrieval_zoo.preflight import check_run_settings
 from retrieval_zoo.quiet import Quiet, progress_callbacks, quiet, show_bars
 from retrieval_zoo.reports import RECIPE, flat_row, write_board
+from retrieval_zoo.run_folder import protocol_text, selected_state, write_model_states, write_run_folder
 from retrieval_zoo.tracking import TRACKING_KEYS, LogEveryEpoch
 from retrieval_zoo.validation import (
     RetrievalValidation,
@@ -125,8 +130,6 @@ class SearchOutput:
     state: dict[str, torch.Tensor] | None = None  # the selected weights, on the CPU (None: BM25, no weights)
 
 
-# The ESCI task-1 protocol: re-rank each query's judged list; NDCG over the whole list (no cutoff).
-RERANK_METRICS = {"ndcg": "rerank_ndcg", "ndcg@10": "rerank_ndcg@10"}
 
 
 def run_benchmark(model: str, dataset: str | ProductSearchDataset = "simshop", seeds: int | list[int] = 1,
@@ -237,19 +240,6 @@ def with_valid_split(dataset: ProductSearchDataset, fraction: float) -> ProductS
     return replace(dataset, meta=meta, **changes)
 
 
-def protocol_text(dataset: ProductSearchDataset) -> str:
-    meta = dataset.meta
-    parts = [meta.get("protocol", dataset.name), f"catalogue {dataset.products.height:,} items"]
-    if meta.get("label_mapping"):
-        parts.append(str(meta["label_mapping"]))
-    if not meta.get("fully_judged", False):
-        parts.append("unjudged items count as not relevant")
-    if not dataset.has_behaviour:
-        parts.append(f"{LABEL_MAPPING_NOTE} (models trained on stage levels; labels measure relevance, "
-                     "not engagement)")
-    return "; ".join(parts)
-
-
 # -- one seed ---------------------------------------------------------------------------------------------
 def run_once(config: dict[str, Any], dataset: ProductSearchDataset, identity: DatasetIdentity, seed: int,
              results_dir: Path, staging: Path, wandb: str | None, progress: bool,
@@ -281,8 +271,8 @@ def run_once(config: dict[str, Any], dataset: ProductSearchDataset, identity: Da
                        config_hash=config_hash(config, identity.fingerprint),
                        dataset_fingerprint=identity.fingerprint)
     folder = store.staged_path(staging, results_dir, run_dir)
-    _write_run(result, dataset, folder, run, per_query, units, targets, pl.concat(curves) if curves else None)
-    _write_model_states([o.state for o in outputs], bool(folds), folder)
+    write_run_folder(result, dataset, folder, run, per_query, units, targets, pl.concat(curves) if curves else None)
+    write_model_states([o.state for o in outputs], bool(folds), folder)
     _log_final(loggers, result, folder)
     return result
 
@@ -332,36 +322,6 @@ def train_and_search(config: dict[str, Any], dataset: ProductSearchDataset, seed
     curve = costs.pop("valid_curve", None)
     state = selected_state(model) if isinstance(model, RetrievalModule) else None
     return SearchOutput(run, unit_frame, costs, rerank, pl.DataFrame(curve) if curve else None, state)
-
-
-def judged_candidates(units: pl.DataFrame, judgments: pl.DataFrame, product_ids: list[str]) -> pl.DataFrame:
-    """Every (test unit, judged product of its query) pair: unit_row (position in ``units``), item (catalogue
-    index), unit_id, doc_id. Judged products outside the catalogue were already dropped by the loader."""
-    catalogue = pl.DataFrame({"doc_id": product_ids, "item": np.arange(len(product_ids), dtype=np.int64)})
-    return (
-        units.with_row_index("unit_row").select("unit_row", "unit_id", "query_id")
-        .join(judgments.select("query_id", pl.col("product_id").alias("doc_id")), on="query_id")
-        .join(catalogue, on="doc_id")
-        .select(pl.col("unit_row").cast(pl.Int64), "item", pl.col("unit_id").alias("q_id"), "doc_id")
-    )
-
-
-def rerank_run(units: pl.DataFrame, judgments: pl.DataFrame, product_ids: list[str], score_pairs) -> pl.DataFrame:
-    """The model's scores of each unit's judged candidates, as a run (q_id, doc_id, score)."""
-    pairs = judged_candidates(units, judgments, product_ids)
-    scores = score_pairs(pairs["unit_row"].to_numpy(), pairs["item"].to_numpy())
-    return pairs.select("q_id", "doc_id").with_columns(pl.Series("score", np.asarray(scores, dtype=np.float64)))
-
-
-def rerank_metrics(targets, rerank: pl.DataFrame) -> dict[str, float]:
-    """NDCG of the re-ranked judged lists (ESCI task 1), named ``rerank_*``; per query group too."""
-    means, _ = evaluate_run(targets, rerank, list(RERANK_METRICS))
-    renamed = {}
-    for name, value in means.items():
-        metric, bracket, group = name.partition("[")
-        if metric in RERANK_METRICS:
-            renamed[RERANK_METRICS[metric] + bracket + group] = value
-    return renamed
 
 
 def data_settings(section: dict[str, Any]) -> DataSettings:
@@ -498,72 +458,6 @@ def _merge_costs(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-# -- outputs -------------------------------------------------------------------------------------------
-def versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    import faiss
-
-    names = ["torch", "pytorch-lightning", "faiss-cpu", "ranx", "polars", "sentence-transformers", "open_clip_torch"]
-    found = {}
-    for package in names:
-        try:
-            found[package] = version(package)
-        except Exception:  # noqa: BLE001 - a missing optional package is simply not listed
-            continue
-    found["python"] = platform.python_version()
-    found["faiss_compile"] = faiss.get_compile_options()
-    return found
-
-
-def qrels_frame(targets) -> pl.DataFrame:
-    """Every judgment kind of the evaluation targets as one frame (kind, q_id, doc_id, score), sorted."""
-    return pl.concat([frame.select(pl.lit(kind).alias("kind"), "q_id", "doc_id", pl.col("score").cast(pl.Int64))
-                      for kind, frame in targets.qrels.items()]).sort("kind", "q_id", "doc_id")
-
-
-def write_trec_run(run: pl.DataFrame, path: Path, tag: str) -> None:
-    """The ranked run in TREC format (``q_id Q0 doc_id rank score tag``), ties ordered by doc id as the metrics
-    order them; ranx (``Run.from_file(path, kind="trec")``), trec_eval and pytrec_eval read it."""
-    ranked = run.sort(["q_id", "score", "doc_id"], descending=[False, True, False]).with_columns(
-        (pl.int_range(pl.len()).over("q_id") + 1).alias("rank"))
-    ranked.select("q_id", pl.lit("Q0").alias("iter"), "doc_id", "rank", "score", pl.lit(tag).alias("tag")).write_csv(
-        path, separator=" ", include_header=False)
-
-
-# the measured wall-clock figures of a run: they differ between identical reruns, so they live in timings.json
-# (and the board's cost columns), never in the files an identical rerun reproduces byte for byte
-def is_timing(key: str) -> bool:
-    return key.endswith(("_seconds", "_per_s", "_ms")) or key == "validation_seconds"
-
-
-def _write_run(result: RunResult, dataset: ProductSearchDataset, folder: Path, run: pl.DataFrame,
-               per_query: pl.DataFrame, units: pl.DataFrame, targets, valid_curve: pl.DataFrame | None) -> None:
-    """Everything of the run in ``folder`` (its staging place; ``store.commit`` moves it to ``result.run_dir``)."""
-    folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
-    # in the config's own order: some orders mean something (data.features.item_text composes in key order), and a
-    # reloaded model (serving.py) must rebuild its inputs exactly
-    (folder / "config.yaml").write_text(yaml.safe_dump(result.config, sort_keys=False))
-    costs = {k: v for k, v in result.costs.items() if not is_timing(k)}
-    meta = {"dataset": result.dataset, "dataset_spec": result.dataset_spec, "model": result.model,
-            "variant": result.variant, "seed": result.seed, "config_hash": result.config_hash,
-            "dataset_fingerprint": result.dataset_fingerprint, "recipe": RECIPE, "costs": costs,
-            "versions": versions(), "dataset_description": dataset.describe(), "protocol": protocol_text(dataset),
-            "dropped": dataset.meta.get("dropped", {}), "device": "cuda" if torch.cuda.is_available() else "cpu"}
-    (folder / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-    timings = {k: v for k, v in result.costs.items() if is_timing(k)}
-    timings["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    (folder / "timings.json").write_text(json.dumps(timings, indent=2, sort_keys=True))
-    run.write_parquet(folder / "run.parquet")
-    per_query.sort("metric", "unit_id").write_parquet(folder / "per_query.parquet")  # ranx's order varies
-    units.write_parquet(folder / "units.parquet")
-    qrels_frame(targets).write_parquet(folder / "qrels.parquet")  # the judgments it was scored with
-    write_trec_run(run, folder / "run.trec", f"{result.model}-{result.variant}")
-    if valid_curve is not None:  # valid metrics before training (epoch 0) and after each checked epoch
-        valid_curve.drop([c for c in valid_curve.columns if is_timing(c)]).write_csv(folder / "valid_curve.csv")
-
-
 def _loggers(config: dict[str, Any], dataset_slug: str, seed: int, results_dir: Path, wandb: str | None) -> list:
     """The seed's loggers: a CSV logger under ``results/runs/logs/`` and, unless W&B is disabled, a W&B run
     (``tracking.wandb_logger``: the mode, folder and names it takes from ``wandb`` and the WANDB_* variables)."""
@@ -592,28 +486,3 @@ def _log_final(loggers: list, result: RunResult, folder: Path | None = None) -> 
             logger.finalize("success")
         except Exception as error:  # noqa: BLE001 - W&B must never fail a run
             print(f"logging final metrics to {type(logger).__name__} failed: {' '.join(str(error).split())}")
-
-
-# -- the selected model states (reuse: retrieval_zoo/serving.py) ---------------------------------------------
-def model_state_file(fold: int | None = None) -> str:
-    """The file of a run folder holding the selected weights: ``model.pt``, per fold ``model-fold<k>.pt``."""
-    return "model.pt" if fold is None else f"model-fold{fold}.pt"
-
-
-def selected_state(module: RetrievalModule) -> dict[str, torch.Tensor]:
-    """The module's weights as it encoded the test units (the state selected on valid), copied to the CPU."""
-    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in module.state_dict().items()}
-
-
-def _write_model_states(states: list[dict[str, torch.Tensor] | None], cross_validated: bool, folder: Path) -> None:
-    """The selected state of each trained model (one per fold under cross-validation) as ``torch.save`` of the
-    RetrievalModule's ``state_dict`` (the model's and the loss's weights; what ``prepare`` derives from the data
-    is rebuilt on load). Retrievers without weights (BM25) write none: their index is rebuilt from the catalogue."""
-    import io
-
-    for fold, state in enumerate(states):
-        if state is None:
-            continue
-        buffer = io.BytesIO()  # a buffer: the archive's inner folder name stays fixed, the bytes reproducible
-        torch.save(state, buffer)
-        (folder / model_state_file(fold if cross_validated else None)).write_bytes(buffer.getvalue())

@@ -173,7 +173,7 @@ class ServedModel:
         device = _device(config, device)
         state, extras = None, set()
         if isinstance(model, RetrievalModule):
-            from retrieval_zoo.runner import model_state_file
+            from retrieval_zoo.run_folder import model_state_file
 
             path = run_dir / model_state_file(fold if folds else None)
             if not path.exists():
@@ -325,9 +325,15 @@ class ServedModel:
         and the units re-encoded, faiss top K (BM25: its own retrieval), ranx. On the run's own dataset and
         device the means equal the run's ``metrics.json`` (cross-validated runs: this fold's share of it).
         ``metrics``: default those of the run's ``metrics.json``."""
-        from retrieval_zoo.evaluation import DEFAULT_METRICS, build_targets, evaluate_run, run_from_topk
+        from retrieval_zoo.evaluation import (
+            DEFAULT_METRICS,
+            build_targets,
+            evaluate_run,
+            rerank_metrics,
+            rerank_run,
+            run_from_topk,
+        )
         from retrieval_zoo.index import index_and_search
-        from retrieval_zoo.runner import rerank_metrics, rerank_run
 
         rows = self._unit_rows(None, split)
         k = int(self.config["eval"]["k"])

@@ -99,7 +99,7 @@ def test_a_resumed_plan_runs_only_the_missing_seeds(tmp_path):
 
 # -- the re-ranking protocol (ESCI task 1) ---------------------------------------------------------------------
 def test_rerank_scores_exactly_each_units_judged_candidates():
-    from retrieval_zoo.runner import rerank_run
+    from retrieval_zoo.evaluation import rerank_run
 
     units = pl.DataFrame({"unit_id": ["u1", "u2"], "query_id": ["q1", "q2"], "group": [None, None]})
     judgments = pl.DataFrame({"query_id": ["q1", "q1", "q2", "q3"], "product_id": ["a", "c", "b", "a"],
@@ -109,8 +109,7 @@ def test_rerank_scores_exactly_each_units_judged_candidates():
 
 
 def test_rerank_ndcg_is_one_for_the_ideal_order_and_exact_for_the_reversed_one():
-    from retrieval_zoo.evaluation import build_targets
-    from retrieval_zoo.runner import rerank_metrics
+    from retrieval_zoo.evaluation import build_targets, rerank_metrics
 
     units = pl.DataFrame({"unit_id": ["q1"], "query_id": ["q1"], "group": [None]}, schema_overrides={"group": pl.Utf8})
     judgments = pl.DataFrame({"query_id": ["q1"] * 3, "product_id": ["e", "s", "i"], "label": ["E", "S", "I"]})
