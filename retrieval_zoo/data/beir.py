@@ -14,7 +14,6 @@ import polars as pl
 from retrieval_zoo.data.checks import (
     blank,
     decode_csv_bytes,
-    drop_blank,
     drop_duplicates,
     drop_unknown,
     require_columns,
@@ -28,6 +27,7 @@ from retrieval_zoo.data.local import (
     _json,
     _one_line,
     _reasons,
+    drop_blank_and_duplicate_rows,
     load_summary,
     read_json_object,
 )
@@ -267,15 +267,7 @@ def combine(products: pl.DataFrame, queries: pl.DataFrame, judgments: pl.DataFra
             ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, int]:
     """Bad rows dropped and counted (local.py's keys); each query gets the split of its qrels file, the first of
     ``SPLIT_ORDER`` when several. Returns (products, queries, judgments, queries judged in several splits)."""
-    products, dropped["blank_product_id"] = drop_blank(products, "product_id")
-    products, dropped["blank_title"] = drop_blank(products, "title")
-    products, dropped["duplicate_product_id"] = drop_duplicates(products, "product_id")
-    queries, dropped["blank_query_id"] = drop_blank(queries, "query_id")
-    queries, dropped["blank_query"] = drop_blank(queries, "query")
-    queries, dropped["duplicate_query_id"] = drop_duplicates(queries, "query_id")
-    kept = judgments.filter(~blank("query_id") & ~blank("product_id"))
-    dropped["judgment_blank_id"] = judgments.height - kept.height
-    judgments, dropped["blank_label"] = drop_blank(kept, "label")
+    products, queries, judgments = drop_blank_and_duplicate_rows(products, queries, judgments, dropped)
     rank = pl.col("split").replace_strict({s: i for i, s in enumerate(SPLIT_ORDER)}, return_dtype=pl.Int8)
     judgments = judgments.sort(rank, maintain_order=True)  # the held-out split's score wins for a repeated pair
     judged = judgments.select("query_id", "product_id", "split")

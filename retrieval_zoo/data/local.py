@@ -344,9 +344,10 @@ def with_folds(queries: pl.DataFrame, folds: int, file: str) -> pl.DataFrame:
 
 
 # -- bad rows -----------------------------------------------------------------------------------------------
-def drop_bad_rows(
-    products: pl.DataFrame, queries: pl.DataFrame, judgments: pl.DataFrame, dropped: dict[str, int]
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def drop_blank_and_duplicate_rows(products: pl.DataFrame, queries: pl.DataFrame, judgments: pl.DataFrame,
+                                  dropped: dict[str, int]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Rows with a blank id, title, query or label, and repeated product or query ids, dropped and counted in
+    ``dropped`` (the keys the printed summary names); shared by the local and BEIR loaders."""
     products, dropped["blank_product_id"] = drop_blank(products, "product_id")
     products, dropped["blank_title"] = drop_blank(products, "title")
     products, dropped["duplicate_product_id"] = drop_duplicates(products, "product_id")
@@ -356,6 +357,13 @@ def drop_bad_rows(
     kept = judgments.filter(~blank("query_id") & ~blank("product_id"))
     dropped["judgment_blank_id"] = judgments.height - kept.height
     judgments, dropped["blank_label"] = drop_blank(kept, "label")
+    return products, queries, judgments
+
+
+def drop_bad_rows(
+    products: pl.DataFrame, queries: pl.DataFrame, judgments: pl.DataFrame, dropped: dict[str, int]
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    products, queries, judgments = drop_blank_and_duplicate_rows(products, queries, judgments, dropped)
     judgments, dropped["duplicate_judgment"] = drop_duplicates(judgments, ["query_id", "product_id"])
     judgments, dropped["judgment_unknown_query"] = drop_unknown(judgments, "query_id", queries["query_id"])
     judgments, dropped["judgment_unknown_product"] = drop_unknown(judgments, "product_id", products["product_id"])
