@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,13 +62,13 @@ def dataset_plots(board: pl.DataFrame, dataset: str, out_dir: Path) -> list[tupl
     for prefix, caption in KINDS:
         path = out_dir / f"{prefix}_{dataset}.png"
         if table.height and _png_text(path).get(HASH_KEY) == f"{prefix}:{digest}":
-            _drop(path.with_suffix(".tmp.png"))
+            path.with_suffix(".tmp.png").unlink(missing_ok=True)
             made.append((caption, path))
             continue
         with _style():
             figure = RENDERERS[prefix](table, dataset) if table.height else None
             if figure is None:
-                _drop(path)
+                path.unlink(missing_ok=True)
                 continue
             _save(figure, path, f"{prefix}:{digest}")
         made.append((caption, path))
@@ -474,37 +473,23 @@ def _save(figure, path: Path, source_hash: str) -> None:
     data = render_png(figure, source_hash)
     tmp = path.with_suffix(".tmp.png")
     if path.exists() and path.read_bytes() == data:
-        _drop(tmp)
+        tmp.unlink(missing_ok=True)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_bytes(data)
     tmp.replace(path)
 
 
-def _drop(path: Path) -> None:
-    if path.exists():
-        path.unlink()
-
-
 def _png_text(path: Path) -> dict[str, str]:
-    """The tEXt chunks of a PNG (empty when there is no such file or it is not a PNG)."""
+    """The text chunks of a PNG, read with Pillow (matplotlib's own image library); empty when there is no such
+    file or it is not an image."""
+    from PIL import Image
+
     try:
-        data = path.read_bytes()
-    except OSError:
+        with Image.open(path) as image:
+            return dict(getattr(image, "text", {}))
+    except OSError:  # missing, unreadable or not an image (UnidentifiedImageError is an OSError)
         return {}
-    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return {}
-    found, offset = {}, 8
-    while offset + 8 <= len(data):
-        (length,), kind = struct.unpack(">I", data[offset:offset + 4]), data[offset + 4:offset + 8]
-        body = data[offset + 8:offset + 8 + length]
-        if kind == b"tEXt" and b"\0" in body:
-            key, value = body.split(b"\0", 1)
-            found[key.decode("latin-1")] = value.decode("latin-1")
-        if kind in (b"IDAT", b"IEND"):
-            break
-        offset += 12 + length
-    return found
 
 
 RENDERERS: dict[str, Callable[[pl.DataFrame, str], Any]] = {

@@ -325,14 +325,7 @@ class ServedModel:
         and the units re-encoded, faiss top K (BM25: its own retrieval), ranx. On the run's own dataset and
         device the means equal the run's ``metrics.json`` (cross-validated runs: this fold's share of it).
         ``metrics``: default those of the run's ``metrics.json``."""
-        from retrieval_zoo.evaluation import (
-            DEFAULT_METRICS,
-            build_targets,
-            evaluate_run,
-            rerank_metrics,
-            rerank_run,
-            run_from_topk,
-        )
+        from retrieval_zoo import evaluation as ev
         from retrieval_zoo.index import index_and_search
 
         rows = self._unit_rows(None, split)
@@ -354,16 +347,16 @@ class ServedModel:
             def score_pairs(unit_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
                 return self._model.score_pairs(texts, unit_rows, item_rows)
         unit_ids = [units.unit_ids[i] for i in rows]
-        run = run_from_topk(unit_ids, self.catalog.product_ids, scores, indices)
+        run = ev.run_from_topk(unit_ids, self.catalog.product_ids, scores, indices)
         unit_frame = pl.DataFrame({"unit_id": unit_ids, "query_id": [units.query_ids[i] for i in rows],
                                    "group": [units.groups[i] for i in rows]}, schema_overrides={"group": pl.Utf8})
         data = self.dataset
-        targets = build_targets(data.judgments, unit_frame, data.interactions if data.has_behaviour else None)
-        wanted = metrics or self._run_metrics() or [m for m in DEFAULT_METRICS
+        targets = ev.build_targets(data.judgments, unit_frame, data.interactions if data.has_behaviour else None)
+        wanted = metrics or self._run_metrics() or [m for m in ev.DEFAULT_METRICS
                                                     if not m.startswith("p_") or data.has_behaviour]
-        means, per_query = evaluate_run(targets, run, wanted)
+        means, per_query = ev.evaluate_run(targets, run, wanted)
         if "rerank" in data.meta.get("eval_protocols", []) and metrics is None:
-            means |= rerank_metrics(targets, rerank_run(unit_frame, data.judgments, self.catalog.product_ids,
+            means |= ev.rerank_metrics(targets, ev.rerank_run(unit_frame, data.judgments, self.catalog.product_ids,
                                                         score_pairs))
         return means, per_query, run
 
