@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install bench leaderboard claims data test lint perf clean
+.PHONY: install bench leaderboard claims mechanisms data test lint perf clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ leaderboard: install
 
 claims: install
 	$(PY) -m retrieval_zoo claims
+
+mechanisms: install
+	$(PY) benchmarks/mechanisms.py $(ARGS)
 
 data: install
 	$(PY) -m retrieval_zoo data --dataset $(DATASET) $(ARGS)

@@ -30,34 +30,11 @@ def run_plan(path: str | Path = "benchmarks/leaderboard.yaml", results_dir: str 
     that were made with the plan's resolved config, the current recipe and the same dataset content (the row's
     ``config_hash``, with its run folder on disk), so an interrupted plan continues where it stopped and a row
     made under other settings is rerun."""
-    from retrieval_zoo.data.registry import load_dataset
-    from retrieval_zoo.models.registry import load_config
-    from retrieval_zoo.runner import config_hash, dataset_identity, run_benchmark
 
     plan = read_plan(path)
     n_seeds = seeds or int(plan.get("seeds", 3))
-    results_dir = Path(results_dir)
     for spec, runs in plan["datasets"].items():
-        try:
-            data = load_dataset(spec)
-        except DatasetError as error:
-            print(f"skipping dataset {spec}: {error}")
-            continue
-        identity = dataset_identity(spec if ":" in spec else data.name, data)
-        made = finished_runs(results_dir, identity.key, identity.fingerprint) if resume else {}
-        for run in runs:
-            if only and run["model"] not in only:
-                continue
-            config = load_config(run["model"], run.get("variant"), run.get("set"))
-            wanted = config_hash(config, identity.fingerprint)
-            variant = config["variant"]
-            todo = [seed for seed in range(int(run.get("seeds", n_seeds)))
-                    if made.get((run["model"], variant, seed)) != wanted]
-            if not todo:
-                print(f"resume: {spec} {run['model']}/{variant} already on the leaderboard (config {wanted})")
-                continue
-            run_benchmark(run["model"], data if ":" not in spec else spec, todo, run.get("variant"),
-                          run.get("set"), results_dir, wandb, progress=False)
+        run_dataset_plan(spec, runs, n_seeds, results_dir, only=only, wandb=wandb, resume=resume)
     claims = Path(plan.get("claims", "benchmarks/claims"))
     if claims.exists():
         print(refresh_claims(claims, results_dir))
@@ -65,6 +42,37 @@ def run_plan(path: str | Path = "benchmarks/leaderboard.yaml", results_dir: str 
     from retrieval_zoo.reports import read_leaderboard
 
     return read_leaderboard(results_dir)
+
+
+def run_dataset_plan(spec: str, runs: list[dict[str, Any]], n_seeds: int, results_dir: str | Path,
+                     only: list[str] | None = None, wandb: str | None = None, resume: bool = False) -> None:
+    """The plan's runs of one dataset spec (each: model, optional variant, ``set`` and ``seeds``); with
+    ``resume``, seeds already on the board with the same config hash are skipped (see :func:`run_plan`)."""
+    from retrieval_zoo.data.registry import load_dataset
+    from retrieval_zoo.models.registry import load_config
+    from retrieval_zoo.runner import config_hash, dataset_identity, run_benchmark
+
+    results_dir = Path(results_dir)
+    try:
+        data = load_dataset(spec)
+    except DatasetError as error:
+        print(f"skipping dataset {spec}: {error}")
+        return
+    identity = dataset_identity(spec if ":" in spec else data.name, data)
+    made = finished_runs(results_dir, identity.key, identity.fingerprint) if resume else {}
+    for run in runs:
+        if only and run["model"] not in only:
+            continue
+        config = load_config(run["model"], run.get("variant"), run.get("set"))
+        wanted = config_hash(config, identity.fingerprint)
+        variant = config["variant"]
+        todo = [seed for seed in range(int(run.get("seeds", n_seeds)))
+                if made.get((run["model"], variant, seed)) != wanted]
+        if not todo:
+            print(f"resume: {spec} {run['model']}/{variant} already on the leaderboard (config {wanted})")
+            continue
+        run_benchmark(run["model"], data if ":" not in spec else spec, todo, run.get("variant"),
+                      run.get("set"), results_dir, wandb, progress=False)
 
 
 def finished_runs(results_dir: Path, dataset: str, fingerprint: str) -> dict[tuple[str, str, int], str]:
