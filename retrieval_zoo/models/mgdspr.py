@@ -187,12 +187,18 @@ def attend_with_null(queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tens
     The prepended zero vector is always attendable, so an empty set gives exactly 0 (never NaN) and padding
     (mask False) gets exactly zero weight.
     """
+    return attend_with_null_weights(queries, keys, mask)[0]
+
+
+def attend_with_null_weights(queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``attend_with_null`` and its weights [B, R, 1 + L]: column 0 is the zero vector, column j + 1 key j."""
     batch, _, dim = keys.shape
     keys = torch.cat([keys.new_zeros(batch, 1, dim), keys], dim=1)
     mask = torch.cat([mask.new_ones(batch, 1), mask], dim=1)
     scores = queries @ keys.transpose(1, 2) / math.sqrt(dim)
     weights = scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(dim=-1)
-    return weights @ keys.masked_fill(~mask[..., None], 0.0)
+    return weights @ keys.masked_fill(~mask[..., None], 0.0), weights
 
 
 def drop_padding_columns(*tensors: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -441,6 +447,24 @@ class BehaviourAttention(nn.Module):
         self.lstm = nn.LSTM(dim, dim, config.lstm_layers, batch_first=True, dropout=config.lstm_dropout)
         self.realtime_attention = SelfAttention(dim, heads, dropout)
         self.short_attention = SelfAttention(dim, heads, dropout)
+        # inspection only (``record_attention``): block -> (weights [B, R, 1 + L], what the L columns are)
+        self.recorded: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def record_attention(self, on: bool = True) -> None:
+        """Keep the query attention weights of the next forward passes in ``recorded`` (off: stop, clear).
+
+        ``realtime`` and ``short``: the columns' catalogue item indices [B, L] (-1 = padding; the real actions
+        first, oldest first); ``long/<attribute>``: the columns are the click, order and collect sets [3].
+        Column 0 of the weights is the prepended zero vector in both.
+        """
+        self.recorded = {} if on else None
+
+    def attend(self, block: str, q_mgs: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+               columns: torch.Tensor) -> torch.Tensor:
+        output, weights = attend_with_null_weights(q_mgs, values, mask)
+        if self.recorded is not None:
+            self.recorded[block] = (weights.detach(), columns.detach())
+        return output
 
     def forward(self, q_mgs: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         return [self.realtime(q_mgs, batch["hist_realtime"]), self.short_term(q_mgs, batch["hist_short"]),
@@ -452,11 +476,14 @@ class BehaviourAttention(nn.Module):
             return self.items.item(items)
         return self.item_tower.encode_indices(items)
 
-    def sequence(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings of a behaviour sequence (-1 = padding, zeroed) and its mask, all-padding columns dropped."""
+    def sequence(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Embeddings of a behaviour sequence (-1 = padding, zeroed), its items and mask, real actions moved to
+        the front and all-padding columns dropped."""
         items, mask = drop_padding_columns(items, mask=items >= 0)
-        items = items.clamp(min=0)
-        return (self.item_vectors(items) + self.items.side(items)) * mask[..., None], mask
+        values = (self.item_vectors(items.clamp(min=0)) + self.items.side(items.clamp(min=0))) * mask[..., None]
+        items = compact_left(items[..., None], mask)[0][..., 0]  # compact_left orders by the mask alone
+        values, mask = compact_left(values, mask)
+        return values, items.masked_fill(~mask, -1), mask
 
     def realtime(self, q_mgs: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """LSTM (residual) over the actions, then self-attention, then the query attends.
@@ -465,15 +492,14 @@ class BehaviourAttention(nn.Module):
         exactly those of the LSTM over the real sequence alone (the padded tail is masked afterwards). This is
         cheaper on CPU than packing the sequences.
         """
-        values, mask = self.sequence(items)
-        values, mask = compact_left(values, mask)
+        values, items, mask = self.sequence(items)
         hidden = by_length(lambda v, _: self.lstm(v)[0], values, mask, LSTM_ROWS_PER_CHUNK) + values
         hidden = self.realtime_attention(hidden, mask)
-        return attend_with_null(q_mgs, hidden, mask)
+        return self.attend("realtime", q_mgs, hidden, mask, items)
 
     def short_term(self, q_mgs: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        values, mask = compact_left(*self.sequence(items))
-        return attend_with_null(q_mgs, self.short_attention(values, mask), mask)
+        values, items, mask = self.sequence(items)
+        return self.attend("short", q_mgs, self.short_attention(values, mask), mask, items)
 
     def long(self, q_mgs: torch.Tensor, items: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Per attribute (item, shop, leaf category, brand): attend over its action sets; sum the attributes."""
@@ -487,9 +513,10 @@ class BehaviourAttention(nn.Module):
         for name in self.items.attribute_names():
             values = self.item_vectors(items) if name == "item" else self.items.attribute(name, items)
             if self.long_term == "sequence":
-                total = total + attend_with_null(q_mgs, values, mask)
+                total = total + self.attend(f"long/{name}", q_mgs, values, mask, items.masked_fill(~mask, -1))
             else:
-                total = total + attend_with_null(q_mgs, weights @ values, present)
+                sets = torch.tensor(LONG_TERM_ACTIONS, device=items.device)
+                total = total + self.attend(f"long/{name}", q_mgs, weights @ values, present, sets)
         return total
 
 
