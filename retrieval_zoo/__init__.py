@@ -24,12 +24,12 @@ from retrieval_zoo.data import ProductSearchDataset, list_datasets, load_dataset
 from retrieval_zoo.models import build_model, list_models, list_variants, load_config  # noqa: E402
 from retrieval_zoo.reports import read_leaderboard as leaderboard  # noqa: E402
 from retrieval_zoo.runner import RunResult, run_benchmark  # noqa: E402
-from retrieval_zoo.runs import load_run  # noqa: E402
+from retrieval_zoo.runs import export_mteb, load_run  # noqa: E402
 from retrieval_zoo.serving import load_model  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ProductSearchDataset", "RunResult", "build_model", "compare", "leaderboard", "list_datasets", "list_models",
-    "list_variants", "load_config", "load_dataset", "load_model", "load_run", "run_benchmark",
+    "ProductSearchDataset", "RunResult", "build_model", "compare", "export_mteb", "leaderboard", "list_datasets",
+    "list_models", "list_variants", "load_config", "load_dataset", "load_model", "load_run", "run_benchmark",
 ]

@@ -5,6 +5,7 @@
 - ``claims`` — re-test benchmarks/claims against the saved runs and rebuild results/leaderboard.md
 - ``data --dataset esci [--path DIR]`` — download (with internet) / verify / prepare a dataset
 - ``list`` — models with their variants, datasets
+- ``export-mteb RUN_DIR [--out FILE]`` — a run's test scores as MTEB's retrieval result JSON (``runs.export_mteb``)
 
 Exit codes: 0 done; 2 a user error (bad argument, config, dataset, file), printed as one ``error: ...`` line on
 stderr (``--debug``, before the command, shows the traceback instead); 130 / 143 interrupted by SIGINT / SIGTERM,
@@ -25,7 +26,7 @@ from retrieval_zoo.data.dataset import DatasetError
 from retrieval_zoo.interrupts import EXIT_CODES, Interrupted, commits_done, interrupts_raise
 from retrieval_zoo.models.registry import ConfigError
 
-COMMANDS = ("bench", "leaderboard", "claims", "data", "list")
+COMMANDS = ("bench", "leaderboard", "claims", "data", "list", "export-mteb")
 # Errors that come from what the user gave (arguments, configs, datasets, files), not from a bug.
 USER_ERRORS = (ConfigError, DatasetError, ValueError, OSError, yaml.YAMLError, argparse.ArgumentError)
 
@@ -70,6 +71,12 @@ def _parser() -> ArgumentParser:
 
     commands.add_subcommand("list", ArgumentParser(description="list models, variants and datasets",
                                                     exit_on_error=False))
+
+    mteb = ArgumentParser(description="write a run's test scores as an MTEB retrieval result (JSON)",
+                          exit_on_error=False)
+    mteb.add_argument("run_dir", help="a run folder, e.g. results/runs/simshop/mgdspr/default/seed0")
+    mteb.add_argument("--out", default=None, help="the JSON file (default: RUN_DIR/mteb/<dataset>.json)")
+    commands.add_subcommand("export-mteb", mteb)
     return parser
 
 
@@ -153,6 +160,10 @@ def _run(command: str, options) -> None:
         from retrieval_zoo.data.prepare import prepare
 
         print(prepare(options.dataset, options.path))
+    elif command == "export-mteb":
+        from retrieval_zoo.runs import export_mteb
+
+        print(export_mteb(options.run_dir, options.out))
     else:
         _print_listing()
 

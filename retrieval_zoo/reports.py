@@ -139,6 +139,8 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
     metrics = [m for m in HEADLINE_METRICS + ["recall@500", "rerank_ndcg"] if _has_values(board, m)]
     # one-off costs some models report (MRSE's image-feature extraction), shown where a row has them
     extra = [c for c in EXTRA_COST_COLUMNS if _has_values(board, c)]
+    # the sentence-transformers model a row's pretrained part read (model.encoder), where some row has one
+    encoder = "encoder" in board.columns and board["encoder"].drop_nulls().len() > 0
     budget = [c for c in BUDGET_COLUMNS if _has_values(board, c)]
     table = aggregate(board, metrics + [*budget, "train_pairs_per_s", "encode_items_per_s", "query_latency_ms", *extra])
     # the flag as text, as significance.py reads it: a csv read back types it bool, a fresh board as "true"
@@ -146,6 +148,7 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
     firsts = board.group_by("dataset", "model", "variant").agg(
         *flag,
         *[pl.col(c).first() for c in ["params", "index", "index_mb", "compared_to"] if c in board.columns],
+        *([pl.col("encoder").drop_nulls().unique().sort().str.join(" ")] if encoder else []),
         *([pl.col("config_hash").drop_nulls().unique().sort().str.join(" ").alias("config")]
           if "config_hash" in board.columns else []),
         *[_significance_marker(board, m).alias(f"sig_{m}") for m in metrics])
@@ -157,7 +160,8 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
     for caption, plot in _plot_dataset(board, dataset, results_dir):
         lines += [f"![{dataset}: {caption}]({plot.name})", ""]
     header = ["model", "variant", *metrics, *(BUDGET_COLUMNS[c] for c in budget), "params", "train pairs/s",
-              "items/s", "latency ms", "index", "index MB", *(EXTRA_COST_COLUMNS[c] for c in extra), "config"]
+              "items/s", "latency ms", "index", "index MB", *(EXTRA_COST_COLUMNS[c] for c in extra),
+              *(["encoder"] if encoder else []), "config"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.iter_rows(named=True):
         cells = [row["model"] + (" (baseline)" if row.get("baseline") == "true" else "")
@@ -167,7 +171,8 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
         cells += [_num(row.get(c), 1) for c in budget]
         cells += [_count(row.get("params")), _num(row.get("train_pairs_per_s"), 0), _num(row.get("encode_items_per_s"), 0),
                   _num(row.get("query_latency_ms"), 2), str(row.get("index") or "–"), str(row.get("index_mb") or "–"),
-                  *(_num(row.get(c), 1) for c in extra), row.get("config") or "–"]
+                  *(_num(row.get(c), 1) for c in extra), *([row.get("encoder") or "–"] if encoder else []),
+                  row.get("config") or "–"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if stale:

@@ -25,6 +25,7 @@ import pytorch_lightning as L
 import torch
 
 from retrieval_zoo import store, tracking
+from retrieval_zoo.data import text
 from retrieval_zoo.data.datamodule import DataSettings, RetrievalDataModule
 from retrieval_zoo.data.dataset import ProductSearchDataset
 from retrieval_zoo.data.features import FeatureSettings, check_fields, dataset_fields
@@ -41,7 +42,8 @@ from retrieval_zoo.evaluation import (
 from retrieval_zoo.index import index_and_search
 from retrieval_zoo.interrupts import commit_guard
 from retrieval_zoo.models.base import RetrievalModule
-from retrieval_zoo.models.registry import ConfigError, build_model, load_config, model_entry
+from retrieval_zoo.models.components import uses_encoder
+from retrieval_zoo.models.registry import ConfigError, build_model, encoder_of, load_config, model_entry
 from retrieval_zoo.preflight import check_run_settings
 from retrieval_zoo.quiet import Quiet, progress_callbacks, quiet, show_bars
 from retrieval_zoo.reports import RECIPE, flat_row, write_board
@@ -75,6 +77,7 @@ class RunResult:
     dataset_spec: str = ""
     config_hash: str = ""
     dataset_fingerprint: str = ""
+    encoder: str | None = None  # model.encoder as configured, for rows whose model reads one (else None)
 
     def row(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "model": self.model, "variant": self.variant, "seed": self.seed,
@@ -83,7 +86,7 @@ class RunResult:
                 # relative to the results folder, so a board reads the same wherever the folder lives
                 "run_dir": f"runs/{self.dataset}/{self.model}/{self.variant}/seed{self.seed}",
                 "recipe": RECIPE, "config_hash": self.config_hash,
-                "dataset_fingerprint": self.dataset_fingerprint[:16]}
+                "dataset_fingerprint": self.dataset_fingerprint[:16], "encoder": self.encoder}
 
     # -- reuse and analysis (retrieval_zoo/serving.py, retrieval_zoo/analysis.py) ------------------------------
     def load_model(self, dataset: str | ProductSearchDataset | None = None, **options: Any):
@@ -128,6 +131,7 @@ class SearchOutput:
     rerank: pl.DataFrame | None = None
     valid_curve: pl.DataFrame | None = None
     state: dict[str, torch.Tensor] | None = None  # the selected weights, on the CPU (None: BM25, no weights)
+    encoder: str | None = None  # the model.encoder the model read (None: it reads none)
 
 
 
@@ -207,6 +211,9 @@ def config_hash(config: dict[str, Any], fingerprint: str) -> str:
         from retrieval_zoo.tracking import TRACKING_KEYS
 
         config = {**config, "trainer": {k: v for k, v in config["trainer"].items() if k not in TRACKING_KEYS}}
+    if text.is_default_encoder(str((config.get("model") or {}).get("encoder"))):
+        # rows made before model.encoder existed used this encoder: the key must not make them look stale
+        config = {**config, "model": {k: v for k, v in config["model"].items() if k != "encoder"}}
     payload = json.dumps({"config": config, "recipe": RECIPE, "dataset": fingerprint}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -269,7 +276,7 @@ def run_once(config: dict[str, Any], dataset: ProductSearchDataset, identity: Da
     result = RunResult(dataset_slug, name, variant, seed, means, costs, run_dir, config,
                        dataset_spec=identity.spec,
                        config_hash=config_hash(config, identity.fingerprint),
-                       dataset_fingerprint=identity.fingerprint)
+                       dataset_fingerprint=identity.fingerprint, encoder=outputs[0].encoder)
     folder = store.staged_path(staging, results_dir, run_dir)
     write_run_folder(result, dataset, folder, run, per_query, units, targets, pl.concat(curves) if curves else None)
     write_model_states([o.state for o in outputs], bool(folds), folder)
@@ -300,7 +307,7 @@ def train_and_search(config: dict[str, Any], dataset: ProductSearchDataset, seed
     model = build_model(config)
     fields = set(model.required_fields) | (set(model.optional_fields) & dataset_fields(dataset))
     check_fields(dataset, set(model.required_fields), config["name"])
-    datamodule = RetrievalDataModule(dataset, fields, data_settings(config["data"]), seed)
+    datamodule = RetrievalDataModule(dataset, fields, data_settings(config["data"], encoder_of(config)), seed)
     datamodule.setup()
     test = datamodule.units.indices_of_split("test")
     if len(test) == 0:
@@ -321,12 +328,15 @@ def train_and_search(config: dict[str, Any], dataset: ProductSearchDataset, seed
         rerank = rerank_run(unit_frame, dataset.judgments, datamodule.catalog.product_ids, score_pairs)
     curve = costs.pop("valid_curve", None)
     state = selected_state(model) if isinstance(model, RetrievalModule) else None
-    return SearchOutput(run, unit_frame, costs, rerank, pl.DataFrame(curve) if curve else None, state)
+    encoder = (encoder_of(config) or text.DEFAULT_ENCODER) if uses_encoder(model) else None
+    return SearchOutput(run, unit_frame, costs, rerank, pl.DataFrame(curve) if curve else None, state, encoder)
 
 
-def data_settings(section: dict[str, Any]) -> DataSettings:
+def data_settings(section: dict[str, Any], encoder: str | None = None) -> DataSettings:
+    """The ``data`` section as settings; ``encoder`` (``model.encoder``, None: the default) makes the tokens and
+    sentence vectors."""
     section = dict(section)
-    features = FeatureSettings(**section.pop("features", {}))
+    features = FeatureSettings(**section.pop("features", {}), encoder=encoder or text.DEFAULT_ENCODER)
     return DataSettings(**section, features=features)
 
 

@@ -57,6 +57,7 @@ from retrieval_zoo.data.features import (
     dataset_fields,
 )
 from retrieval_zoo.models.base import RetrievalModule
+from retrieval_zoo.models.registry import encoder_of
 
 USER_FIELDS = frozenset({"user", "user_history", "query_history"})
 IMAGE_FIELDS = frozenset({"item_image", "item_image_features"})
@@ -168,7 +169,7 @@ class ServedModel:
         model = _built(config, seed)
         fields = set(model.required_fields) | (set(model.optional_fields) & dataset_fields(data))
         check_fields(data, set(model.required_fields), config["name"])
-        datamodule = RetrievalDataModule(data, fields, data_settings(config["data"]), seed)
+        datamodule = RetrievalDataModule(data, fields, data_settings(config["data"], encoder_of(config)), seed)
         datamodule.setup()
         device = _device(config, device)
         state, extras = None, set()
@@ -231,7 +232,7 @@ class ServedModel:
             from retrieval_zoo.runner import data_settings
 
             retriever = _built(self.config, self.seed)
-            datamodule = RetrievalDataModule(catalogue, item_fields, data_settings(self.config["data"]), self.seed)
+            datamodule = RetrievalDataModule(catalogue, item_fields, data_settings(self.config["data"], encoder_of(self.config)), self.seed)
             datamodule.catalog = catalog  # a built catalogue: setup does nothing more
             retriever.index(datamodule)
             return ServedModel(self.run_dir, self.config, catalogue, self.seed, self.fields, catalog, None,
@@ -376,7 +377,7 @@ class ServedModel:
     def _data_settings(self):
         from retrieval_zoo.runner import data_settings
 
-        return data_settings(self.config["data"])
+        return data_settings(self.config["data"], encoder_of(self.config))
 
     def _run_datamodule(self) -> RetrievalDataModule:
         if self.datamodule is None:

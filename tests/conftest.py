@@ -57,3 +57,46 @@ def load_benchmark():
         spec.loader.exec_module(module)
         return module
     return load
+
+
+TINY_ENCODER_WIDTH = 48  # not 384: shows the width flowing from the encoder, not a constant
+
+
+def save_tiny_encoder(folder: Path, seed: int = 0) -> Path:
+    """A sentence-transformers model saved on disk, no download: a 2-layer BERT of width 48, randomly initialised,
+    over a character-level WordPiece vocabulary, mean-pooled (as all-MiniLM-L6-v2 is)."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    from tokenizers import models as token_models
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    raw = folder / "raw"
+    raw.mkdir(parents=True)
+    chars = [*"abcdefghijklmnopqrstuvwxyz0123456789"]
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]
+    wordpiece = Tokenizer(token_models.WordPiece({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer = BertTokenizerFast(tokenizer_object=wordpiece)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=TINY_ENCODER_WIDTH, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(raw)
+    tokenizer.save_pretrained(raw)
+    transformer = models.Transformer(str(raw), max_seq_length=64)
+    pooling = models.Pooling(TINY_ENCODER_WIDTH, pooling_mode="mean")
+    path = folder / "encoder"
+    SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> Path:
+    return save_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder"))
+
+
+@pytest.fixture(scope="session")
+def save_encoder():
+    """``save_tiny_encoder`` itself, for a test that needs a second encoder."""
+    return save_tiny_encoder

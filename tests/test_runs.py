@@ -41,3 +41,23 @@ def test_the_trec_files_are_what_trec_tools_read(two_runs, tmp_path):
 def test_unknown_judgment_kinds_are_named(two_runs):
     with pytest.raises(ValueError, match="kind must be one of graded, exact"):
         rz.load_run(two_runs[0].run_dir, kind="clicks")
+
+
+# -- the MTEB-style export (issue 22, part 2) ----------------------------------------------------------------
+def test_the_mteb_export_reads_back_with_the_runs_ndcg_as_main_score(two_runs, tmp_path):
+    import json
+
+    from retrieval_zoo.__main__ import main
+
+    first, _ = two_runs
+    out = tmp_path / "simshop-tiny.json"
+    assert main(["export-mteb", str(first.run_dir), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert {"dataset_revision", "task_name", "mteb_version", "scores", "evaluation_time"} <= set(result)
+    [entry] = result["scores"]["test"]
+    assert entry["hf_subset"] == "default" and entry["languages"] == ["eng-Latn"]
+    assert entry["main_score"] == entry["ndcg_at_10"] == pytest.approx(first.metrics["ndcg@10"], abs=1e-6)
+    # MTEB's recall counts every judged-relevant item (gain > 0), not the board's recall@100 definition
+    assert 0.0 <= entry["recall_at_10"] <= entry["recall_at_100"] <= 1.0
+    assert {f"{m}_at_{k}" for m in ("ndcg", "map", "mrr", "recall", "precision") for k in (1, 10, 1000)} <= set(entry)
+    assert result["task_name"] == "simshop-tiny"

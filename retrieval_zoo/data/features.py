@@ -8,9 +8,11 @@ Fields and the tensors they produce (item tensors: [n_items, ...], unit tensors:
 =====================  ===========================================================================
 field                  tensors
 =====================  ===========================================================================
-item_text              item_tokens int64 [N, item_max_tokens]: WordPiece ids of the item text (0 = pad)
+item_text              item_tokens int64 [N, item_max_tokens]: subword ids of the item text by the encoder's
+                       tokenizer (0 = pad)
 item_hashed            item_hashed int64 [N, hashed_max_grams]: hashed word + letter-trigram ids
-item_sentence          item_sentence float32 [N, 384]: frozen all-MiniLM-L6-v2 item-text embedding
+item_sentence          item_sentence float32 [N, W]: frozen item-text embedding of ``model.encoder`` (W = its
+                       width: 384 for the default all-MiniLM-L6-v2)
 item_category          item_category int64 [N]: leaf-category id (0 = unknown)
 item_brand             item_brand int64 [N] (0 = unknown)
 item_shop              item_shop int64 [N] (0 = unknown)
@@ -18,7 +20,7 @@ item_image             item_image uint8 [N, 3, H, W]
 item_image_features    item_image_features float32 [N, D] (precomputed, e.g. SQID CLIP)
 query_text             query_tokens int64 [M, query_max_tokens]
 query_hashed           query_hashed int64 [M, hashed_max_grams]
-query_sentence         query_sentence float32 [M, 384]
+query_sentence         query_sentence float32 [M, W]
 user                   user_index int64 [M] (0 = unknown user)
 user_history           hist_realtime [M, 50], hist_short [M, 100], hist_long [M, 100] item indices
                        (-1 = padding, oldest first), hist_long_action [M, 100] (1 click, 2 order, 3 collect)
@@ -84,6 +86,9 @@ class FeatureSettings:
     long_term_length: int = 100
     query_history_length: int = 10
     item_text: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_ITEM_TEXT))
+    # not a data.features key: filled from model.encoder (runner.data_settings), so the tokens and sentence
+    # vectors come from the encoder the model was built with
+    encoder: str = text.DEFAULT_ENCODER
 
     def __post_init__(self) -> None:
         check_item_text(self.item_text)
@@ -165,11 +170,12 @@ def build_catalog(dataset: ProductSearchDataset, fields: set[str], settings: Fea
                           texts=texts)
     catalog.add("item_index", torch.arange(products.height))
     if "item_text" in fields:
-        catalog.add("item_tokens", text.tokenize(texts, settings.item_max_tokens).astype(np.int64))
+        catalog.add("item_tokens", text.tokenize(texts, settings.item_max_tokens, settings.encoder).astype(np.int64))
     if "item_hashed" in fields:
         catalog.add("item_hashed", text.hashed_ngrams(texts, settings.hashed_buckets, settings.hashed_max_grams))
     if "item_sentence" in fields:
-        catalog.add("item_sentence", text.sentence_features(texts))  # cached by content: a new text re-encodes
+        # cached by encoder and content: a new text or another encoder re-encodes
+        catalog.add("item_sentence", text.sentence_features(texts, encoder=settings.encoder))
     for name, column in (("item_category", "category"), ("item_brand", "brand"), ("item_shop", "shop_id")):
         if name in fields:
             catalog.add(name, _categorical_ids(products[column]))
@@ -265,12 +271,12 @@ def build_units(dataset: ProductSearchDataset, fields: set[str], settings: Featu
     )
     table.add("unit_index", torch.arange(units.height))
     if "query_text" in fields:
-        table.add("query_tokens", text.tokenize(texts, settings.query_max_tokens).astype(np.int64))
+        table.add("query_tokens", text.tokenize(texts, settings.query_max_tokens, settings.encoder).astype(np.int64))
     if "query_hashed" in fields:
         table.add("query_hashed", text.hashed_ngrams(texts, settings.hashed_buckets, settings.hashed_max_grams))
     if "query_sentence" in fields:
         distinct = sorted(set(texts))
-        features = text.sentence_features(distinct)
+        features = text.sentence_features(distinct, encoder=settings.encoder)
         position = {t: i for i, t in enumerate(distinct)}
         table.add("query_sentence", features[[position[t] for t in texts]])
     if dataset.has_behaviour and fields & {"user", "user_history", "query_history"}:
@@ -358,7 +364,7 @@ def _add_query_history(table: QueryUnits, units: pl.DataFrame, settings: Feature
     users = order["user_id"].to_list()
     tokens = table.tensors.get("query_tokens")
     if tokens is None:
-        tokens = torch.as_tensor(text.tokenize(table.texts, settings.query_max_tokens).astype(np.int64))
+        tokens = torch.as_tensor(text.tokenize(table.texts, settings.query_max_tokens, settings.encoder).astype(np.int64))
     history = torch.zeros((len(table), length, tokens.shape[1]), dtype=torch.int64)
     previous: list[int] = []
     for position, row in enumerate(rows):

@@ -219,8 +219,9 @@ def _minilm_top(item_texts: list[str], query_texts: list[str], depth: int) -> np
     """int64 [n_queries, depth] top items by frozen all-MiniLM-L6-v2 cosine (exact inner-product search)."""
     import faiss
 
-    items = text.sentence_features(item_texts)
-    queries = text.sentence_features(query_texts)
+    # the source is named for MiniLM and its cache key says so: always the packaged one, whatever model.encoder is
+    items = text.sentence_features(item_texts, encoder=text.DEFAULT_ENCODER)
+    queries = text.sentence_features(query_texts, encoder=text.DEFAULT_ENCODER)
     index = faiss.IndexFlatIP(items.shape[1])
     index.add(items)
     _, top = index.search(queries, min(depth, len(item_texts)))

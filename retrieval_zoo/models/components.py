@@ -5,6 +5,10 @@ model's text components can start from all-MiniLM-L6-v2 — its WordPiece token 
 table (``TokenEmbedding(pretrained=True)``) and/or its frozen sentence features as an extra input
 (``SentenceAdapter`` over the ``query_sentence`` / ``item_sentence`` fields; ``PretrainedStart`` joins it to
 a tower's own output so the tower starts as zero-shot MiniLM).
+
+The start is whatever ``model.encoder`` names (default all-MiniLM-L6-v2): these blocks read the encoder active
+while the model is built (``text.using_encoder``, entered by ``build_model``) and take their widths from it, so a
+768-d encoder works where the default's 384 used to be assumed.
 """
 
 from __future__ import annotations
@@ -18,23 +22,29 @@ from torch import nn
 from retrieval_zoo.data import text
 
 
-@lru_cache(maxsize=1)
-def pretrained_token_table() -> torch.Tensor:
-    """all-MiniLM-L6-v2's WordPiece embedding table, [30522, 384] (a frozen copy)."""
-    bert = text.sentence_transformer()[0].auto_model
-    return bert.embeddings.word_embeddings.weight.detach().clone()
+def pretrained_token_table(encoder: str | None = None) -> torch.Tensor:
+    """The encoder's input-token embedding table ([30522, 384] for all-MiniLM-L6-v2; a frozen copy)."""
+    return _token_table_at(text.pretrained_model_path(encoder))
+
+
+@lru_cache(maxsize=2)
+def _token_table_at(path: str) -> torch.Tensor:
+    transformer = text.sentence_transformer(path)[0].auto_model
+    return transformer.get_input_embeddings().weight.detach().clone()
 
 
 class TokenEmbedding(nn.Module):
-    """WordPiece-id embeddings of size ``dim``; with ``pretrained`` the MiniLM table, projected to ``dim``."""
+    """Subword-id embeddings of size ``dim``; with ``pretrained`` the encoder's table, projected to ``dim``."""
 
     def __init__(self, dim: int, pretrained: bool = False, freeze_pretrained: bool = False):
         super().__init__()
         self.pretrained = pretrained
         if pretrained:
+            table = pretrained_token_table()
             self.table = mark_pretrained(nn.Embedding.from_pretrained(
-                pretrained_token_table(), freeze=freeze_pretrained, padding_idx=text.PAD_ID))
-            self.project = nn.Linear(text.PRETRAINED_DIM, dim, bias=False)
+                table, freeze=freeze_pretrained, padding_idx=text.PAD_ID))
+            # the table's own width (the transformer's hidden size), which may differ from the sentence width
+            self.project = nn.Linear(table.shape[1], dim, bias=False)
         else:
             self.table = nn.Embedding(text.vocab_size(), dim, padding_idx=text.PAD_ID)
             nn.init.normal_(self.table.weight, std=dim**-0.5)
@@ -55,11 +65,13 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
-def shared_projection(dim: int, width: int = text.PRETRAINED_DIM) -> torch.Tensor:
-    """[dim, width]: the first ``dim`` rows of one fixed orthogonal matrix (the identity when dim = width).
+def shared_projection(dim: int, width: int | None = None) -> torch.Tensor:
+    """[dim, width]: the first ``dim`` rows of one fixed orthogonal matrix (the identity when dim = width;
+    width defaults to the active encoder's, ``text.pretrained_dim()``).
 
     Every adapter starts from this same matrix, so a query adapter and an item adapter start in one space.
     """
+    width = width or text.pretrained_dim()
     if dim >= width:
         return torch.eye(dim, width)
     basis, _ = torch.linalg.qr(torch.randn(width, width, generator=torch.Generator().manual_seed(0)))
@@ -84,10 +96,11 @@ def pretrained_parameter_ids(model: nn.Module) -> set[int]:
 
 
 class SentenceAdapter(nn.Module):
-    """A small trainable adapter over frozen 384-d sentence features that starts as the frozen encoder.
+    """A small trainable adapter over frozen sentence features (the encoder's width: 384 for MiniLM) that starts
+    as the frozen encoder.
 
     ``skip`` starts as ``shared_projection`` and the residual MLP's output layer at zero, so at step 0 a query
-    and an item score exactly as the frozen MiniLM vectors projected to ``dim`` (the identity at dim = 384).
+    and an item score exactly as the frozen vectors projected to ``dim`` (the identity at dim = the width).
     Independently initialised adapters start the two towers in unrelated spaces, which a few hundred training
     pairs (Icecat folds) never align: measured, a pretrained-start row fell far below zero-shot MiniLM.
     """
@@ -95,10 +108,11 @@ class SentenceAdapter(nn.Module):
     def __init__(self, dim: int, hidden: int | None = None):
         super().__init__()
         hidden = hidden or 2 * dim
-        self.net = nn.Sequential(nn.Linear(text.PRETRAINED_DIM, hidden), nn.GELU(), nn.Linear(hidden, dim))
-        self.skip = nn.Linear(text.PRETRAINED_DIM, dim, bias=False)
+        width = text.pretrained_dim()
+        self.net = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.skip = nn.Linear(width, dim, bias=False)
         with torch.no_grad():
-            self.skip.weight.copy_(shared_projection(dim))
+            self.skip.weight.copy_(shared_projection(dim, width))
             self.net[-1].weight.zero_()
             self.net[-1].bias.zero_()
         # the whole adapter is the start, so it trains at optimizer.pretrained_lr: at the new layers' Adam rate its
@@ -131,3 +145,19 @@ class PretrainedStart(nn.Module):
 
 def l2_normalize(vectors: torch.Tensor) -> torch.Tensor:
     return F.normalize(vectors, dim=-1)
+
+
+SENTENCE_FIELDS = {"query_sentence", "item_sentence"}
+
+
+def uses_encoder(model: nn.Module) -> bool:
+    """Whether a built model reads ``model.encoder``: its frozen sentence vectors, or weights copied from it (a
+    pretrained start, a fine-tuned transformer tower). Its board row names the encoder only then."""
+    if not isinstance(model, nn.Module):  # BM25: a retriever object, no encoder
+        return False
+    fields = set(getattr(model, "required_fields", ())) | set(getattr(model, "optional_fields", ()))
+    if fields & SENTENCE_FIELDS:
+        return True
+    from retrieval_zoo.models.minilm import MiniLMEncoder
+
+    return any(getattr(m, "carries_pretrained_start", False) or isinstance(m, MiniLMEncoder) for m in model.modules())

@@ -18,8 +18,14 @@ Reimers & Gurevych, "Sentence-BERT", EMNLP 2019; the checkpoint is sentence-tran
   ``model.trainable_layers`` fine-tunes only the top N of the 6 transformer layers (the embeddings and lower
   layers stay frozen): ~3x faster steps on CPU and less forgetting on a few hundred training pairs.
 
-Assumptions: mean pooling over [CLS] ids [SEP] (the checkpoint's own pooling), queries cut at
-``data.features.query_max_tokens`` WordPiece tokens, items at ``item_max_tokens``.
+Any encoder: ``model.encoder`` (a sentence-transformers folder or a name in the offline Hugging Face cache;
+default the packaged all-MiniLM-L6-v2) replaces the checkpoint everywhere here: the frozen vectors, the tuned
+transformer, its tokenizer and its width. The registry reads the key for every model that has it
+(``registry.encoder_of``), so the config dataclasses below do not declare it.
+
+Assumptions: mean pooling over [CLS] ids [SEP] (the checkpoint's own pooling; <s> ids </s> for RoBERTa-style
+tokenizers), queries cut at ``data.features.query_max_tokens`` subword tokens, items at ``item_max_tokens``. An
+encoder whose own pooling is not the mean (CLS pooling, a Dense head) gets mean-pooled tuned towers all the same.
 """
 
 from __future__ import annotations
@@ -46,11 +52,12 @@ class FieldPassThrough(nn.Module):
 
 @dataclass
 class MiniLMZeroShotConfig:
-    """configs/minilm_zeroshot.yaml has no model keys: the frozen checkpoint is the model."""
+    """configs/minilm_zeroshot.yaml has no model keys of its own: the frozen encoder (``model.encoder``, read by
+    the registry) is the model."""
 
 
 class MiniLMZeroShot(TwoTowerModel):
-    """Frozen all-MiniLM-L6-v2 sentence embeddings, no parameters trained."""
+    """Frozen sentence embeddings of ``model.encoder`` (default all-MiniLM-L6-v2), no parameters trained."""
 
     required_fields = {"query_sentence", "item_sentence"}
 
@@ -61,15 +68,13 @@ class MiniLMZeroShot(TwoTowerModel):
 
 
 class MiniLMEncoder(nn.Module):
-    """The MiniLM transformer over WordPiece ids ([CLS] ids [SEP] added here), mean-pooled."""
+    """The encoder's transformer over its subword ids ([CLS] ids [SEP] added here), mean-pooled."""
 
     def __init__(self, bert: nn.Module, field: str):
         super().__init__()
         self.bert = bert
         self.field = field
-        tokenizer = text.wordpiece_tokenizer()
-        self.cls_id = tokenizer.token_to_id("[CLS]")
-        self.sep_id = tokenizer.token_to_id("[SEP]")
+        self.cls_id, self.sep_id = text.special_ids()  # of the encoder active while the model is built
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         ids = inputs[self.field]

@@ -6,6 +6,11 @@ Every model has one YAML file in ``retrieval_zoo/configs/`` (its defaults, every
 ``model.dim=64``; a key that is not in the config fails with the list of valid keys, and a value whose type does
 not fit the key's (``trainer.max_epochs=abc``) fails naming the key. ``null`` is accepted where the default is
 null or the key's YAML comment documents a null value (``pretrained_lr: null  # ... (null: lr)``).
+
+``model.encoder`` (the sentence-transformers model behind frozen sentence features and pretrained starts) is a
+key the registry reads itself, for every model whose YAML has it (``encoder_of``): it is taken out of the
+``model:`` section before the typed config and the model's constructor see it, and ``build_model`` builds the
+model with that encoder active (``text.using_encoder``), so no model class declares or passes it.
 """
 
 from __future__ import annotations
@@ -92,7 +97,12 @@ def load_config(name: str, variant: str | None = None, overrides: list[str] | di
     if config_class is not None:  # every model key and type checked now, before any data or training
         from retrieval_zoo.models.typed_config import typed_section
 
-        typed_section(config_class, config.get("model"), f"{own_path.name} (variant {variant}, with --set)")
+        typed_section(config_class, own_model_keys(config), f"{own_path.name} (variant {variant}, with --set)")
+    encoder = encoder_of(config)
+    if encoder is not None:  # a missing encoder fails now, in one line, before any data or training
+        from retrieval_zoo.data import text
+
+        text.resolve_encoder(encoder)
     return config
 
 
@@ -256,25 +266,48 @@ def merge(base: dict[str, Any], update: dict[str, Any], path: str, strict: bool)
 
 def build_model(config: dict[str, Any]):
     """A RetrievalModule (two-tower models) or a retriever object (BM25), from a resolved config."""
+    from retrieval_zoo.data import text
     from retrieval_zoo.losses import build_loss
     from retrieval_zoo.models.base import RetrievalModule, TwoTowerModel
 
     entry = model_entry(config["name"])
-    if entry.config_class is not None:
-        from retrieval_zoo.models.typed_config import typed_section
-
-        model = entry.factory(typed_section(entry.config_class, config.get("model"), f"model '{entry.name}'"))
-    else:
-        try:
-            model = entry.factory(**config.get("model", {}))
-        except TypeError as error:
-            raise ConfigError(f"model '{entry.name}': {error}") from None
-    if not isinstance(model, TwoTowerModel):
-        return model
-    attach_query_tuning(model, config.get("pretrained", {}), entry.name)
+    with text.using_encoder(encoder_of(config)):  # pretrained parts copy, and size themselves by, this encoder
+        model = _construct(entry, own_model_keys(config))
+        if not isinstance(model, TwoTowerModel):
+            return model
+        attach_query_tuning(model, config.get("pretrained", {}), entry.name)
     loss_config = dict(config.get("loss", {"name": "softmax"}))
     loss = build_loss(loss_config.pop("name"), **loss_config)
     return RetrievalModule(model, loss, config.get("optimizer"), name=entry.name, scheduler=config.get("scheduler"))
+
+
+def _construct(entry: ModelEntry, section: dict[str, Any]):
+    if entry.config_class is not None:
+        from retrieval_zoo.models.typed_config import typed_section
+
+        return entry.factory(typed_section(entry.config_class, section, f"model '{entry.name}'"))
+    try:
+        return entry.factory(**section)
+    except TypeError as error:
+        raise ConfigError(f"model '{entry.name}': {error}") from None
+
+
+# model keys the registry handles for every model whose YAML has them (see the module docstring)
+SHARED_MODEL_KEYS = ("encoder",)
+
+
+def own_model_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``model:`` section without the shared keys: what the model's typed config receives."""
+    return {k: v for k, v in (config.get("model") or {}).items() if k not in SHARED_MODEL_KEYS}
+
+
+def encoder_of(config: dict[str, Any]) -> str | None:
+    """``model.encoder`` of a resolved config (None: the model's YAML has no such key)."""
+    encoder = (config.get("model") or {}).get("encoder")
+    if encoder is not None and (not isinstance(encoder, str) or not encoder.strip()):
+        raise ConfigError(f"model.encoder expects a sentence-transformers name or a local folder, got {encoder!r}; "
+                          "e.g. model.encoder=all-MiniLM-L6-v2 (its default)")
+    return encoder
 
 
 QUERY_ENCODERS = ("frozen", "finetune")

@@ -80,7 +80,7 @@ class FakeEncoder:
 def fake_encoder(tmp_path, monkeypatch):
     encoder = FakeEncoder()
     monkeypatch.setattr(text, "cache_dir", lambda: tmp_path)
-    monkeypatch.setattr(text, "sentence_transformer", lambda: encoder)
+    monkeypatch.setattr(text, "sentence_transformer", lambda *args, **kwargs: encoder)
     return encoder
 
 
@@ -118,3 +118,25 @@ def test_unit_hasher_by_hand_salted_and_padded():
     assert salted("shoe") == bucket("word:shoe", 97)
     ids = plain.encode([["a", "b", "c"], []], max_length=2)
     assert ids.dtype == np.int64 and ids.tolist() == [[bucket("a", 97), bucket("b", 97)], [0, 0]]
+
+
+# -- any encoder (issue 22, part 3) --------------------------------------------------------------------------
+def test_two_encoders_never_share_cached_vectors(tiny_encoder, save_encoder, tmp_path, monkeypatch):
+    monkeypatch.setattr(text, "cache_dir", lambda: tmp_path / "cache")
+    other = save_encoder(tmp_path / "other", seed=1)  # same architecture and vocabulary, other weights
+    keys = {text.encoder_identity(e) for e in (text.DEFAULT_ENCODER, str(tiny_encoder), str(other))}
+    assert len(keys) == 3 and text.PRETRAINED_NAME in keys  # the default keeps its old key: old caches stay valid
+    first = text.sentence_features(["red shoe", "mug"], encoder=str(tiny_encoder))
+    second = text.sentence_features(["red shoe", "mug"], encoder=str(other))
+    assert first.shape == second.shape == (2, 48) and not np.allclose(first, second)
+    assert len(list((tmp_path / "cache" / "sentence_features").glob("*.npy"))) == 2
+    np.testing.assert_array_equal(text.sentence_features(["red shoe", "mug"], encoder=str(tiny_encoder)), first)
+
+
+def test_an_encoder_that_is_nowhere_offline_is_one_line_naming_the_key(tmp_path):
+    with pytest.raises(text.EncoderError) as error:
+        text.resolve_encoder("no-such-org/no-such-model")
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("model.encoder='no-such-org/no-such-model'")
+    assert "local folder" in message and "Hugging Face cache" in message
+    assert text.resolve_encoder(str(tmp_path)) == str(tmp_path.resolve())  # a folder is taken as it is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -60,3 +61,32 @@ def test_mrse_pretrained_starts_as_zero_shot_minilm():
               "item_category": torch.randint(0, 5, (6,)), "item_sentence": items}
     scores = model.encode_queries(batch) @ model.encode_items(inputs).T
     torch.testing.assert_close(scores, queries @ items.T)
+
+
+# -- any encoder (issue 22, part 3): the pretrained starts read model.encoder, at its width ---------------
+@pytest.mark.parametrize("model", ["light_two_tower", "mgdspr", "mmse", "mrse"])
+def test_every_pretrained_start_takes_the_encoders_width_and_table(model, tiny_encoder):
+    from retrieval_zoo.models.components import TokenEmbedding, uses_encoder
+    from retrieval_zoo.models.registry import build_model, load_config
+
+    module = build_model(load_config(model, "pretrained", [f"model.encoder={tiny_encoder}"]))
+    adapters = [m for m in module.modules() if isinstance(m, SentenceAdapter)]
+    assert adapters and all(a.skip.in_features == 48 for a in adapters)  # 48: the tiny encoder, not 384
+    for table in (m.table for m in module.modules() if isinstance(m, TokenEmbedding) and m.pretrained):
+        assert table.weight.shape == (text.vocab_size(str(tiny_encoder)), 48)
+    assert uses_encoder(module)
+    assert text.PRETRAINED_DIM == 384  # the encoder was active only while the model was built
+
+
+def test_a_pretrained_start_runs_end_to_end_on_another_encoder(tiny_encoder, tmp_path):
+    from retrieval_zoo.runner import run_benchmark
+
+    overrides = ["trainer.max_steps=3", "trainer.limit_val_batches=1", "data.eval_batch_size=256",
+                 f"model.encoder={tiny_encoder}"]
+    [result] = run_benchmark("light_two_tower", "simshop-tiny", variant="pretrained", overrides=overrides,
+                             results_dir=tmp_path, wandb="disabled", progress=False, print_table=False)
+    assert 0.0 <= result.metrics["ndcg@10"] <= 1.0
+    assert result.row()["encoder"] == str(tiny_encoder)
+    [plain] = run_benchmark("light_two_tower", "simshop-tiny", overrides=overrides[:3], results_dir=tmp_path,
+                            wandb="disabled", progress=False, print_table=False)
+    assert plain.row()["encoder"] is None  # no pretrained start: the row names no encoder

@@ -59,3 +59,44 @@ def test_query_tuning_is_the_cached_vector_before_any_step_and_moves_with_traini
     top = tuning.tuned.bert.encoder.layer[-1]
     assert all(p.grad is not None for p in top.parameters() if p.requires_grad)
     assert not any(p.requires_grad for p in tuning.original.parameters())
+
+
+# -- any encoder (issue 22, part 3): model.encoder = a local sentence-transformers folder ------------------
+FAST = ["trainer.limit_val_batches=1", "data.eval_batch_size=256"]
+
+
+def test_zero_shot_runs_on_another_encoder_and_the_board_names_it(tiny_encoder, tmp_path):
+    import polars as pl
+
+    from retrieval_zoo.runner import run_benchmark
+
+    [result] = run_benchmark("minilm_zeroshot", "simshop-tiny", overrides=[*FAST, f"model.encoder={tiny_encoder}"],
+                             results_dir=tmp_path, wandb="disabled", progress=False, print_table=False)
+    assert 0.0 <= result.metrics["ndcg@10"] <= 1.0
+    assert result.row()["encoder"] == str(tiny_encoder)
+    assert pl.read_csv(tmp_path / "leaderboard.csv")["encoder"].to_list() == [str(tiny_encoder)]
+    assert str(tiny_encoder) in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_fine_tuning_takes_the_encoders_transformer_tokenizer_and_width(tiny_encoder):
+    from retrieval_zoo.models.registry import build_model, load_config
+
+    module = build_model(load_config("minilm_finetune", "shared", [f"model.encoder={tiny_encoder}"]))
+    # 60 ids: the tiny vocabulary spells words letter by letter, and the whole query must be read
+    ids = torch.as_tensor(text.tokenize(QUERIES, 60, str(tiny_encoder)).astype(np.int64))
+    with torch.no_grad():
+        vectors = module.model.query_tower.eval()({"query_tokens": ids})
+    expected = text.sentence_features(QUERIES, encoder=str(tiny_encoder))
+    assert vectors.shape == (3, 48)  # the tiny encoder's width, not MiniLM's 384
+    torch.testing.assert_close(vectors, torch.as_tensor(expected), atol=1e-5, rtol=0)
+
+
+def test_a_missing_encoder_is_one_error_line_naming_the_key(tmp_path, capsys):
+    from retrieval_zoo.__main__ import main
+
+    code = main(["bench", "--model", "minilm_zeroshot", "--dataset", "simshop-tiny", "--set",
+                 f"model.encoder={tmp_path / 'no-such-model'}", "--results", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: model.encoder=") and "local folder" in err[0] and "Hugging Face cache" in err[0]
+    assert not (tmp_path / "leaderboard.csv").exists()
