@@ -132,7 +132,7 @@ class MGDSPRConfig:
     char_buckets: int = 65_536
     word_buckets: int = 65_536
     query_max_words: int = 12
-    title_max_words: int = 32
+    title_max_words: int = 48
     char_max_grams: int = 64
     share_word_table: bool = True
     query_layers: int = 1

@@ -49,3 +49,14 @@ def test_an_unknown_section_in_a_model_yaml_fails_at_load(tmp_path):
     path.write_text("model: {}\ntrainr: {max_epochs: 2}\n")
     with pytest.raises(ConfigError, match="unknown section 'trainr'"):
         load_config("light_two_tower", config_file=path)
+
+
+@pytest.mark.parametrize("model", [m for m in list_models() if rz.models.registry.model_entry(m).config_class])
+def test_the_typed_config_defaults_are_the_shipped_yaml_values(model):
+    """A model built from its dataclass alone (a notebook, a test) behaves as the shipped YAML config."""
+    import dataclasses
+
+    shipped = yaml.safe_load(config_path(model).read_text())["model"]
+    for field in dataclasses.fields(rz.models.registry.model_entry(model).config_class):
+        if field.name in shipped and field.default is not dataclasses.MISSING:
+            assert field.default == shipped[field.name], f"{model}: model.{field.name}"
