@@ -321,7 +321,7 @@ def write_report(plan: dict, results_dir: Path, claims_path: Path, out: Path) ->
     tmp.write_text(text)
     tmp.replace(out)
     if verdicts.height:
-        verdicts.write_csv(results_dir / "claims.csv")
+        verdicts.write_csv(results_dir / "curve_claims.csv")  # claims.csv is the board's own (reports.py)
     return verdicts
 
 

@@ -93,3 +93,17 @@ def test_the_gain_interval_is_a_paired_t_interval_over_units(mechanisms):
     differences = np.array([0.5, 0.0, 1.0, 0.0])
     expected = stats.t.interval(0.95, 3, loc=differences.mean(), scale=stats.sem(differences))
     assert mechanisms.gain_interval(a, b) == pytest.approx(expected)
+
+
+def test_a_report_without_runs_lists_every_point_as_not_run_and_leaves_the_boards_claims_alone(mechanisms,
+                                                                                                tmp_path):
+    plan = {"world": {"n_products": 300, "n_users": 60, "n_days": 15, "searches_per_day": 100},
+            "curves": {"mgdspr_personalisation": {
+                "model": "mgdspr", "mechanism": "default", "control": "no_user", "knob": "preference_strength",
+                "points": [0.0, 6.0], "null_point": 0.0, "strongest_point": 6.0, "metrics": ["p_recall@100"],
+                "headroom": "personalisation"}}}
+    verdicts = mechanisms.write_report(plan, tmp_path, ROOT / "benchmarks" / "claims", tmp_path / "m.md")
+    assert set(verdicts["verdict"]) == {"untested (points not run)"}
+    assert "Points not run yet: 0.0, 6.0" in (tmp_path / "m.md").read_text()
+    # claims.csv belongs to the board in the same folder (reports.py reads it with its own columns)
+    assert (tmp_path / "curve_claims.csv").exists() and not (tmp_path / "claims.csv").exists()
