@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +76,8 @@ def run_curve(plan: dict, curve: dict, results_dir: Path, seeds: int, resume: bo
 
 
 # -- the runs of a point ----------------------------------------------------------------------------------------
-def current_folders(results_dir: Path, spec: str, model: str, variant: str) -> dict[int, Path]:
+def current_folders(results_dir: Path, spec: str, data, model: str, variant: str) -> dict[int, Path]:
     """seed -> run folder of the board rows made with the plan's config on this point's data (others ignored)."""
-    data = load_dataset(spec)
     identity = dataset_identity(spec, data)
     wanted = config_hash(load_config(model, variant), identity.fingerprint)
     made = finished_runs(results_dir, identity.key, identity.fingerprint)
@@ -85,10 +85,16 @@ def current_folders(results_dir: Path, spec: str, model: str, variant: str) -> d
             for (m, v, seed), found in made.items() if (m, v) == (model, variant) and found == wanted}
 
 
+@lru_cache(maxsize=64)
+def saved(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame, object]:
+    """(run, units, evaluation targets) of a run folder, read once: the gains, p-values and headroom all use them."""
+    return pl.read_parquet(folder / "run.parquet"), pl.read_parquet(folder / "units.parquet"), targets_of(folder)
+
+
 def unit_values(folder: Path, metric: str, group: str | None) -> pl.DataFrame:
     """(unit_id, value) of ``metric`` for the run's test units (of ``group`` only, when given)."""
-    targets = targets_of(folder)
-    _, table = evaluate_run(targets, pl.read_parquet(folder / "run.parquet"), [metric])
+    run, _, targets = saved(folder)
+    _, table = evaluate_run(targets, run, [metric])
     values = table.filter(pl.col("metric") == metric).select("unit_id", "value")
     if group is not None:
         values = values.join(targets.groups.filter(pl.col("group") == group).select("unit_id"), on="unit_id")
@@ -115,54 +121,48 @@ def largest_p(mechanism: dict[int, Path], control: dict[int, Path], metric: str,
     """The largest paired p-value over the seeds both variants have (a gain must hold in every seed)."""
     p_values = []
     for seed in sorted(set(mechanism) & set(control)):
-        targets = targets_of(control[seed])
-        p_values.append(significance(targets, pl.read_parquet(mechanism[seed] / "run.parquet"),
-                                     pl.read_parquet(control[seed] / "run.parquet"), metric, group))
+        control_run, _, targets = saved(control[seed])
+        p_values.append(significance(targets, saved(mechanism[seed])[0], control_run, metric, group))
     return float(max(p_values)) if p_values else float("nan")
 
 
 # -- headroom estimates (each: metric -> {estimate name: absolute gain over the control}) ---------------------------
-def personalisation_headroom_of(control: dict[int, Path], spec: str, metrics: list[str], group: str | None) -> dict:
+def personalisation_headroom_of(control: dict[int, Path], data, metrics: list[str], group: str | None) -> dict:
     """Best gain over the re-ranking weights of the control's runs re-ranked by the history and oracle tastes."""
     module = personalisation_headroom
-    data = load_dataset(spec)
     attributes = module.parse_attributes(module.TEXT_ATTRIBUTES)
     found: dict[str, dict[str, list[float]]] = {metric: {"history": [], "oracle": []} for metric in metrics}
     for folder in control.values():
-        run, targets = pl.read_parquet(folder / "run.parquet"), targets_of(folder)
+        run, _, targets = saved(folder)
+        base, _ = evaluate_run(targets, run, metrics)
         for name, affinity in (("history", module.history_affinity(run, data, attributes)),
                                ("oracle", module.oracle_affinity(run, data))):
             scored = module.with_affinity(run, affinity)
-            base, _ = evaluate_run(targets, run, metrics)
+            reranked = [evaluate_run(targets, module.rerank(scored, weight), metrics)[0] for weight in module.WEIGHTS]
             for metric in metrics:
-                best = max(evaluate_run(targets, module.rerank(scored, weight), [metric])[0][metric]
-                           for weight in module.WEIGHTS)
-                found[metric][name].append(best - base[metric])
+                found[metric][name].append(max(means[metric] for means in reranked) - base[metric])
     return {metric: {name: float(np.mean(values)) for name, values in estimates.items()}
             for metric, estimates in found.items()}
 
 
-def text_ceiling_headroom_of(control: dict[int, Path], spec: str, metrics: list[str], group: str | None) -> dict:
+def text_ceiling_headroom_of(control: dict[int, Path], data, metrics: list[str], group: str | None) -> dict:
     """ndcg@10 that text cannot reach: 1 - the text-only ceiling, averaged over the group's test units."""
-    folder = next(iter(control.values()))
-    units = pl.read_parquet(folder / "units.parquet")
+    units = saved(next(iter(control.values())))[1]
     if group is not None:
         units = units.filter(pl.col("group") == group)
-    per_unit = units.join(text_ceiling.ceilings(load_dataset(spec), units).drop("group"), on="query_id")
+    per_unit = units.join(text_ceiling.ceilings(data, units).drop("group"), on="query_id")
     gap = float(1.0 - per_unit["ceiling"].drop_nans().mean()) if per_unit.height else float("nan")
     return {metric: {"text ceiling gap": gap if metric == "ndcg@10" else float("nan")} for metric in metrics}
 
 
-def label_oracle_headroom_of(control: dict[int, Path], spec: str, metrics: list[str], group: str | None) -> dict:
+def label_oracle_headroom_of(control: dict[int, Path], data, metrics: list[str], group: str | None) -> dict:
     """The control's retrieved items re-ranked by their true gain (then by score): what a perfect re-ranker of
     the same candidates would add; an upper bound, not an estimate of what a loss can learn."""
     from retrieval_zoo.evaluation import GAINS
 
-    data = load_dataset(spec)
     gains: dict[str, list[float]] = {metric: [] for metric in metrics}
     for folder in control.values():
-        run, units, targets = (pl.read_parquet(folder / "run.parquet"), pl.read_parquet(folder / "units.parquet"),
-                               targets_of(folder))
+        run, units, targets = saved(folder)
         labelled = (run.join(units.select(pl.col("unit_id").alias("q_id"), "query_id"), on="q_id")
                     .join(data.judgments.rename({"product_id": "doc_id"}), on=["query_id", "doc_id"], how="left")
                     .with_columns(pl.col("label").fill_null("I").replace_strict(GAINS, return_dtype=pl.Float64)
@@ -188,13 +188,14 @@ def curve_table(plan: dict, curve: dict, results_dir: Path) -> pl.DataFrame:
     group = curve.get("group")
     for value in curve["points"]:
         spec = point_spec(plan, curve, value)
-        mechanism = current_folders(results_dir, spec, curve["model"], curve["mechanism"])
-        control = current_folders(results_dir, spec, curve["model"], curve["control"])
+        data = load_dataset(spec)
+        mechanism = current_folders(results_dir, spec, data, curve["model"], curve["mechanism"])
+        control = current_folders(results_dir, spec, data, curve["model"], curve["control"])
         seeds = sorted(set(mechanism) & set(control))
         if not seeds:
             continue
         mechanism, control = {s: mechanism[s] for s in seeds}, {s: control[s] for s in seeds}
-        headroom = HEADROOMS[curve["headroom"]](control, spec, curve["metrics"], group)
+        headroom = HEADROOMS[curve["headroom"]](control, data, curve["metrics"], group)
         for metric in curve["metrics"]:
             a, b = seed_mean(mechanism, metric, group), seed_mean(control, metric, group)
             a_mean, b_mean = float(a["value"].mean()), float(b["value"].mean())
@@ -210,18 +211,24 @@ def curve_table(plan: dict, curve: dict, results_dir: Path) -> pl.DataFrame:
     return pl.DataFrame(rows) if rows else pl.DataFrame()
 
 
+def point_row(table: pl.DataFrame, metric: str, knob: float) -> dict | None:
+    """The curve table's row of ``metric`` at ``knob`` (None: that point has not been run)."""
+    if not table.height:
+        return None
+    rows = table.filter((pl.col("metric") == metric) & (pl.col("knob") == float(knob)))
+    return rows.row(0, named=True) if rows.height else None
+
+
 def check_curve_claim(claim: dict, table: pl.DataFrame, curve: dict) -> dict:
     """The curve form: no gain at the null point (p >= max_p or |change| < null_max_abs_change), a gain at
     p < max_p at the strongest point capturing at least min_headroom_share of the headroom estimate."""
     expect = claim.get("expect", {})
-    rows = table.filter(pl.col("metric") == claim["metric"]) if table.height else table
-    null = rows.filter(pl.col("knob") == float(curve["null_point"])) if rows.height else rows
-    strong = rows.filter(pl.col("knob") == float(curve["strongest_point"])) if rows.height else rows
+    null = point_row(table, claim["metric"], curve["null_point"])
+    strong = point_row(table, claim["metric"], curve["strongest_point"])
     result = {"claim": claim["claim"], "curve": claim["curve"], "metric": claim["metric"]}
-    if not null.height or not strong.height:
+    if null is None or strong is None:
         return {**result, "null_change": None, "null_p": None, "strongest_change": None, "strongest_p": None,
                 "headroom_share": None, "verdict": "untested (points not run)"}
-    null, strong = null.row(0, named=True), strong.row(0, named=True)
     max_p = expect.get("max_p", 0.01)
     null_ok = null["p_max"] >= max_p or abs(null["relative_gain"]) < expect.get("null_max_abs_change", 0.01)
     strong_ok = strong["gain"] > 0 and strong["p_max"] < max_p and \
@@ -281,8 +288,7 @@ def markdown(plan: dict, tables: dict[str, pl.DataFrame], claims: pl.DataFrame, 
         done = set(table["knob"].to_list()) if table.height else set()
         missing = [value for value in curve["points"] if float(value) not in done]
         if table.height:
-            headers = [c for c in table.columns]
-            lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+            lines += ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
             for row in table.sort("metric", "knob").iter_rows():
                 lines.append("| " + " | ".join(_cell(value) for value in row) + " |")
             lines += ["", f"![{name}](mechanisms/{name}.png)", ""]
@@ -308,7 +314,7 @@ def _cell(value) -> str:
 
 def write_report(plan: dict, results_dir: Path, claims_path: Path, out: Path) -> pl.DataFrame:
     tables = {name: curve_table(plan, curve, results_dir) for name, curve in plan["curves"].items()}
-    (results_dir).mkdir(parents=True, exist_ok=True)
+    results_dir.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         if table.height:
             plot_curve(name, plan["curves"][name], table, results_dir / f"{name}.png")
