@@ -41,14 +41,6 @@ class EncoderError(ValueError):
     """``model.encoder`` names nothing loadable offline (a user error: the CLI prints it as one line)."""
 
 
-def __getattr__(name: str) -> int:
-    # PRETRAINED_DIM was a constant (384); models read it while they are built, so it now follows the active
-    # encoder (a 768-d encoder gives 768). New code calls pretrained_dim().
-    if name == "PRETRAINED_DIM":
-        return pretrained_dim()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @contextlib.contextmanager
 def using_encoder(encoder: str | None) -> Iterator[None]:
     """Within this block, ``encoder=None`` means ``encoder`` (None: leave the active one as it is)."""
@@ -114,15 +106,20 @@ def _hf_cache_snapshot(name: str) -> str | None:
     return None
 
 
-@lru_cache(maxsize=32)
 def encoder_identity(encoder: str | None = None) -> str:
     """What a sentence-feature cache entry is keyed by: two encoders never share vectors.
 
     The packaged default keeps its historical key (its existing caches stay valid); any other encoder is its
     folder plus every file's size and modification time, so re-saving other weights to a path re-encodes.
     """
+    # resolved before the cache: ``None`` means whichever encoder is active at the call
+    return _identity_of(encoder or active_encoder())
+
+
+@lru_cache(maxsize=32)
+def _identity_of(encoder: str) -> str:
     path = pretrained_model_path(encoder)
-    if is_default_encoder(encoder or active_encoder()):
+    if is_default_encoder(encoder):
         return PRETRAINED_NAME
     stamp = hashlib.sha256(path.encode())
     for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):

@@ -269,7 +269,7 @@ class EarlyFusionQueryTower(nn.Module):
         self.kinds = heads
         self.pool = (TransformerPool(dim, config.transformer_layers, config.transformer_heads)
                      if "transformer" in heads else None)
-        widths = {"hashed": hidden, "subword": dim, "transformer": dim, "sentence": text.PRETRAINED_DIM}
+        widths = {"hashed": hidden, "subword": dim, "transformer": dim, "sentence": text.pretrained_dim()}
         self.net = mlp(sum(widths[k] for k in heads), hidden, dim)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -286,7 +286,7 @@ class ItemTower(nn.Module):
         inputs, dim, hidden = list(config.item_inputs), config.dim, config.hidden
         self.features = features
         self.inputs = inputs
-        widths = {"hashed": hidden, "subword": dim, "sentence": text.PRETRAINED_DIM}
+        widths = {"hashed": hidden, "subword": dim, "sentence": text.pretrained_dim()}
         self.net = mlp(sum(widths[name] for name in inputs), hidden, dim)
         # with sentence features the item starts as zero-shot MiniLM, matching the query's sentence head
         self.start = PretrainedStart(dim) if "sentence" in inputs else None

@@ -21,7 +21,7 @@ def bucket(gram: str, n_buckets: int) -> int:
 def test_packaged_model_has_a_tokenizer_and_the_bert_vocabulary():
     assert (Path(text.pretrained_model_path()) / "tokenizer.json").is_file()
     assert text.vocab_size() == 30522
-    assert text.PAD_ID == 0 and text.PRETRAINED_DIM == 384
+    assert text.PAD_ID == 0 and text.pretrained_dim() == 384
 
 
 def test_tokenize_pads_right_truncates_and_adds_no_special_tokens():
@@ -71,7 +71,7 @@ class FakeEncoder:
     def encode(self, texts, **kwargs):
         self.calls.append(list(texts))
         assert kwargs["normalize_embeddings"] is True
-        out = np.zeros((len(texts), text.PRETRAINED_DIM), dtype=np.float64)
+        out = np.zeros((len(texts), text.pretrained_dim()), dtype=np.float64)
         out[:, 0] = [len(t) for t in texts]
         return out
 
@@ -140,3 +140,10 @@ def test_an_encoder_that_is_nowhere_offline_is_one_line_naming_the_key(tmp_path)
     assert "\n" not in message and message.startswith("model.encoder='no-such-org/no-such-model'")
     assert "local folder" in message and "Hugging Face cache" in message
     assert text.resolve_encoder(str(tmp_path)) == str(tmp_path.resolve())  # a folder is taken as it is
+
+
+def test_the_active_encoder_keys_its_own_cache_whatever_was_asked_before(tiny_encoder):
+    assert text.encoder_identity() == text.PRETRAINED_NAME  # outside any build: the packaged default
+    with text.using_encoder(str(tiny_encoder)):
+        assert text.encoder_identity() == text.encoder_identity(str(tiny_encoder)) != text.PRETRAINED_NAME
+    assert text.encoder_identity() == text.PRETRAINED_NAME

@@ -12,13 +12,13 @@ from retrieval_zoo.models.light_two_tower import LightTwoTower, LightTwoTowerCon
 
 
 def _sentences(n: int, seed: int) -> torch.Tensor:
-    return F.normalize(torch.randn(n, text.PRETRAINED_DIM, generator=torch.Generator().manual_seed(seed)), dim=-1)
+    return F.normalize(torch.randn(n, text.pretrained_dim(), generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
 def test_shared_projection_is_orthonormal_and_the_identity_at_full_width():
     projection = shared_projection(128)
     torch.testing.assert_close(projection @ projection.T, torch.eye(128), atol=1e-5, rtol=0)
-    assert torch.equal(shared_projection(text.PRETRAINED_DIM), torch.eye(text.PRETRAINED_DIM))
+    assert torch.equal(shared_projection(text.pretrained_dim()), torch.eye(text.pretrained_dim()))
 
 
 def test_two_independent_adapters_start_in_one_space():
@@ -40,7 +40,7 @@ def test_the_gate_hides_the_towers_own_part_at_the_start_and_is_trained():
 
 
 def test_light_two_tower_pretrained_starts_as_zero_shot_minilm():
-    model = LightTwoTower(LightTwoTowerConfig(dim=text.PRETRAINED_DIM, hidden=8, n_buckets=50, pretrained_sentence=True))
+    model = LightTwoTower(LightTwoTowerConfig(dim=text.pretrained_dim(), hidden=8, n_buckets=50, pretrained_sentence=True))
     queries, items = _sentences(3, 4), _sentences(6, 5)
     batch = {"query_hashed": torch.randint(1, 50, (3, 5)), "query_sentence": queries}
     inputs = {"item_hashed": torch.randint(1, 50, (6, 5)), "item_sentence": items}
@@ -51,7 +51,7 @@ def test_light_two_tower_pretrained_starts_as_zero_shot_minilm():
 def test_mrse_pretrained_starts_as_zero_shot_minilm():
     from retrieval_zoo.models.mrse import MRSE, MRSEConfig
 
-    model = MRSE(MRSEConfig(dim=text.PRETRAINED_DIM, width=8, n_buckets=50, n_categories=5, use_image=False,
+    model = MRSE(MRSEConfig(dim=text.pretrained_dim(), width=8, n_buckets=50, n_categories=5, use_image=False,
                             use_profile=False, pretrained_sentence=True))
     assert {"query_sentence", "item_sentence"} <= model.required_fields
     queries, items = _sentences(3, 6), _sentences(6, 7)
@@ -75,7 +75,7 @@ def test_every_pretrained_start_takes_the_encoders_width_and_table(model, tiny_e
     for table in (m.table for m in module.modules() if isinstance(m, TokenEmbedding) and m.pretrained):
         assert table.weight.shape == (text.vocab_size(str(tiny_encoder)), 48)
     assert uses_encoder(module)
-    assert text.PRETRAINED_DIM == 384  # the encoder was active only while the model was built
+    assert text.pretrained_dim() == 384  # the encoder was active only while the model was built
 
 
 def test_a_pretrained_start_runs_end_to_end_on_another_encoder(tiny_encoder, tmp_path):
