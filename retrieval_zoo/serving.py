@@ -229,10 +229,8 @@ class ServedModel:
         catalog = build_catalog(catalogue, item_fields, settings.features)
         _align_categories(catalog, catalogue.products, self.dataset.products)
         if not self.dense:
-            from retrieval_zoo.runner import data_settings
-
             retriever = _built(self.config, self.seed)
-            datamodule = RetrievalDataModule(catalogue, item_fields, data_settings(self.config["data"], encoder_of(self.config)), self.seed)
+            datamodule = RetrievalDataModule(catalogue, item_fields, settings, self.seed)
             datamodule.catalog = catalog  # a built catalogue: setup does nothing more
             retriever.index(datamodule)
             return ServedModel(self.run_dir, self.config, catalogue, self.seed, self.fields, catalog, None,

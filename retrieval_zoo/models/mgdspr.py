@@ -510,13 +510,14 @@ class BehaviourAttention(nn.Module):
         weights = kinds.to(q_mgs.dtype)
         weights = weights / weights.sum(dim=-1, keepdim=True).clamp(min=1.0)  # mean over each action's set
         total = torch.zeros_like(q_mgs)
+        columns = items.masked_fill(~mask, -1) if self.long_term == "sequence" else \
+            torch.tensor(LONG_TERM_ACTIONS, device=items.device)  # what each attended column is (inspection)
         for name in self.items.attribute_names():
             values = self.item_vectors(items) if name == "item" else self.items.attribute(name, items)
             if self.long_term == "sequence":
-                total = total + self.attend(f"long/{name}", q_mgs, values, mask, items.masked_fill(~mask, -1))
+                total = total + self.attend(f"long/{name}", q_mgs, values, mask, columns)
             else:
-                sets = torch.tensor(LONG_TERM_ACTIONS, device=items.device)
-                total = total + self.attend(f"long/{name}", q_mgs, weights @ values, present, sets)
+                total = total + self.attend(f"long/{name}", q_mgs, weights @ values, present, columns)
         return total
 
 

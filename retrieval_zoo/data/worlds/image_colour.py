@@ -32,7 +32,7 @@ import math
 import numpy as np
 import polars as pl
 
-from retrieval_zoo.data.dataset import ProductSearchDataset
+from retrieval_zoo.data.dataset import SCHEMA, ProductSearchDataset
 from retrieval_zoo.data.simshop.config import SimShopConfig
 from retrieval_zoo.data.simshop.images import render_images
 from retrieval_zoo.data.simshop.vocabulary import COLORS, FILLER_WORDS, STYLES, TYPE_INDEX
@@ -122,8 +122,7 @@ def _queries(rng: np.random.Generator, n_types: int, n_colours: int, n_materials
                          else "valid" if diagonal in VALID_DIAGONALS[kind] else "train")
                 rows.append((f"{kind[0]}-{value}-{type_name}".replace(" ", "_"), f"{value} {type_name}", split,
                              GROUPS[kind]))
-    return pl.DataFrame(rows, schema={"query_id": pl.Utf8, "query": pl.Utf8, "split": pl.Utf8, "group": pl.Utf8},
-                        orient="row")
+    return pl.DataFrame(rows, schema=SCHEMA["queries"], orient="row")
 
 
 def _judgments(products: pl.DataFrame, queries: pl.DataFrame) -> pl.DataFrame:

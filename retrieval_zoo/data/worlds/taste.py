@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from retrieval_zoo.data.dataset import ProductSearchDataset
+from retrieval_zoo.data.dataset import SCHEMA, ProductSearchDataset
 
 QUERY = "gadget"
 BRANDS = ("acme", "bolt", "crest", "delta", "ember", "flint", "grove", "haven", "iris", "jade", "kite", "lumen",
@@ -114,9 +114,5 @@ def _behaviour(rng: np.random.Generator, users: pl.DataFrame, brand_of: list[str
                 actions.append((user, product_ids[item], day + 0.01 * (rank + 1), "click", search_id, None))
             actions.append((user, product_ids[ordered], day + 0.05, "click", search_id, None))
             actions.append((user, product_ids[ordered], day + 0.06, "order", search_id, None))
-    search_frame = pl.DataFrame(searches, schema={"search_id": pl.Utf8, "query_id": pl.Utf8, "user_id": pl.Utf8,
-                                                  "timestamp": pl.Float64, "split": pl.Utf8}, orient="row")
-    interaction_frame = pl.DataFrame(actions, schema={"user_id": pl.Utf8, "product_id": pl.Utf8,
-                                                      "timestamp": pl.Float64, "action": pl.Utf8,
-                                                      "search_id": pl.Utf8, "position": pl.Int32}, orient="row")
-    return search_frame, interaction_frame
+    return (pl.DataFrame(searches, schema=SCHEMA["searches"], orient="row"),
+            pl.DataFrame(actions, schema=SCHEMA["interactions"], orient="row"))
