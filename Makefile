@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install bench leaderboard claims mechanisms data test lint perf clean
+.PHONY: install bench leaderboard claims mechanisms scale data test lint perf clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ claims: install
 
 mechanisms: install
 	$(PY) benchmarks/mechanisms.py $(ARGS)
+
+# every model end to end on ESCI-shaped data (default the full US size: hours on a CPU; ARGS="--products 20000")
+scale: install
+	$(PY) benchmarks/scale.py $(ARGS)
 
 data: install
 	$(PY) -m retrieval_zoo data --dataset $(DATASET) $(ARGS)

@@ -109,24 +109,36 @@ DUMMY_DIM = 768  # divisible by every power of two up to 256 and by 3: a syntax 
 
 
 def _check_index(index: dict[str, Any], model: dict[str, Any], catalogue_size: int | None) -> None:
+    for setting in ("nprobe", "ef_search"):
+        value = index.get(setting, 1)
+        if not _is_int(value) or value < 1:
+            raise ConfigError(f"index.{setting}={value!r} must be an integer >= 1, e.g. --set index.{setting}=16")
+    _check_factory(index.get("factory", "Flat"), "index.factory", model, catalogue_size)
+    threshold = index.get("approximate_above")
+    if threshold is None:
+        return
+    if not _is_int(threshold) or threshold < 1:
+        raise ConfigError(f"index.approximate_above={threshold!r} must be a catalogue size >= 1 or null (always "
+                          "index.factory), e.g. --set index.approximate_above=1000000")
+    if catalogue_size is None or catalogue_size > threshold:
+        _check_factory(index.get("approximate_factory") or "HNSW32", "index.approximate_factory", model,
+                       catalogue_size)
+
+
+def _check_factory(factory: Any, key: str, model: dict[str, Any], catalogue_size: int | None) -> None:
     import faiss
     import numpy as np
 
-    factory = index.get("factory", "Flat")
     if not isinstance(factory, str) or not factory.strip():
-        raise ConfigError(f"index.factory={factory!r} must be a faiss index_factory string, e.g. "
-                          "--set index.factory=Flat (exact) or index.factory=HNSW32")
-    for key in ("nprobe", "ef_search"):
-        value = index.get(key, 1)
-        if not _is_int(value) or value < 1:
-            raise ConfigError(f"index.{key}={value!r} must be an integer >= 1, e.g. --set index.{key}=16")
+        raise ConfigError(f"{key}={factory!r} must be a faiss index_factory string, e.g. "
+                          f"--set {key}=Flat (exact) or {key}=HNSW32")
     dim = model.get("dim") if _is_int(model.get("dim")) and model.get("dim") > 0 else DUMMY_DIM
     try:
         built = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as error:
         lines = [line for line in str(error).splitlines() if line.strip()]
         reason = lines[-1].strip() if lines else "not understood"
-        raise ConfigError(f"index.factory={factory!r}: faiss cannot build it on {dim}-d vectors ({reason}); use a "
+        raise ConfigError(f"{key}={factory!r}: faiss cannot build it on {dim}-d vectors ({reason}); use a "
                           "faiss index_factory string such as Flat (exact), HNSW32, IVF256,Flat or IVF256,PQ16 "
                           "(PQ<m>: m must divide the vector size)") from None
     if built.is_trained:  # no training needed: add and search a few vectors, as the runner will
@@ -135,6 +147,6 @@ def _check_index(index: dict[str, Any], model: dict[str, Any], catalogue_size: i
         built.search(vectors[:2], 2)
     ivf = faiss.try_extract_index_ivf(built)
     if ivf is not None and catalogue_size is not None and ivf.nlist * 39 > catalogue_size:
-        raise ConfigError(f"index.factory={factory!r}: an IVF index with {ivf.nlist} lists needs at least "
+        raise ConfigError(f"{key}={factory!r}: an IVF index with {ivf.nlist} lists needs at least "
                           f"{39 * ivf.nlist} vectors to train, the catalogue has {catalogue_size}; use fewer "
-                          f"lists (e.g. IVF{max(1, catalogue_size // 39)},Flat) or --set index.factory=Flat")
+                          f"lists (e.g. IVF{max(1, catalogue_size // 39)},Flat) or --set {key}=Flat")

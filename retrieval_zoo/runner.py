@@ -39,7 +39,7 @@ from retrieval_zoo.evaluation import (
     rerank_run,
     run_from_topk,
 )
-from retrieval_zoo.index import index_and_search
+from retrieval_zoo.index import chosen_factory, index_and_search
 from retrieval_zoo.interrupts import commit_guard
 from retrieval_zoo.models.base import RetrievalModule
 from retrieval_zoo.models.components import uses_encoder
@@ -149,7 +149,9 @@ def run_benchmark(model: str, dataset: str | ProductSearchDataset = "simshop", s
     config = load_config(model, variant, overrides, config_file)
     seed_list = check_run_settings(config, seeds, metrics)
     spec = dataset if isinstance(dataset, str) else dataset.name
+    started = time.perf_counter()
     data = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    load_seconds = time.perf_counter() - started
     check_run_settings(config, seed_list, metrics, catalogue_size=data.products.height)
     identity = dataset_identity(spec, data)
     selection = validation_settings(config)
@@ -159,8 +161,8 @@ def run_benchmark(model: str, dataset: str | ProductSearchDataset = "simshop", s
         print(f"results: {line}")
     staging = store.new_staging(results_dir)
     try:
-        results = [run_once(config, data, identity, seed, results_dir, staging, wandb, progress, metrics)
-                   for seed in seed_list]
+        results = [run_once(config, data, identity, seed, results_dir, staging, wandb, progress, metrics,
+                            load_seconds) for seed in seed_list]
         with commit_guard():  # an interrupt waits until the seeds and their board rows are in, whole
             store.commit(results_dir, staging, [r.run_dir for r in results],
                          [flat_row(r) for r in results] if update_leaderboard else [],
@@ -214,8 +216,46 @@ def config_hash(config: dict[str, Any], fingerprint: str) -> str:
     if text.is_default_encoder(str((config.get("model") or {}).get("encoder"))):
         # rows made before model.encoder existed used this encoder: the key must not make them look stale
         config = {**config, "model": {k: v for k, v in config["model"].items() if k != "encoder"}}
+    config = without_neutral_keys(config)
     payload = json.dumps({"config": config, "recipe": RECIPE, "dataset": fingerprint}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+# Keys added after board rows were made, with the value that reproduces those rows: at that value a key is left
+# out of the hash, so adding it does not make every row look stale (``index.approximate_factory`` only acts when
+# ``approximate_above`` is set).
+NEUTRAL_KEYS: dict[tuple[str, ...], Any] = {
+    ("data", "features", "sentence_dtype"): "float32",
+    ("index", "approximate_above"): None,
+}
+NEUTRAL_WITH = {("index", "approximate_factory"): ("index", "approximate_above")}
+
+
+def without_neutral_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` less the ``NEUTRAL_KEYS`` at their neutral value (and the keys that only act with them)."""
+    drop = [path for path, neutral in NEUTRAL_KEYS.items() if _lookup(config, path, neutral) == neutral]
+    drop += [path for path, partner in NEUTRAL_WITH.items() if partner in drop]
+    for path in drop:
+        config = _without(config, path)
+    return config
+
+
+def _lookup(config: dict[str, Any], path: tuple[str, ...], missing: Any) -> Any:
+    for key in path:
+        if not isinstance(config, dict) or key not in config:
+            return missing
+        config = config[key]
+    return config
+
+
+def _without(config: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    head, *rest = path
+    if head not in config:
+        return config
+    if not rest:
+        return {k: v for k, v in config.items() if k != head}
+    inner = config[head]
+    return {**config, head: _without(inner, tuple(rest))} if isinstance(inner, dict) else config
 
 
 def validation_settings(config: dict[str, Any]) -> ValidationSettings:
@@ -250,8 +290,9 @@ def with_valid_split(dataset: ProductSearchDataset, fraction: float) -> ProductS
 # -- one seed ---------------------------------------------------------------------------------------------
 def run_once(config: dict[str, Any], dataset: ProductSearchDataset, identity: DatasetIdentity, seed: int,
              results_dir: Path, staging: Path, wandb: str | None, progress: bool,
-             metrics: list[str] | None) -> RunResult:
-    """Train and evaluate one seed; its run folder is written under ``staging`` (``store.commit`` moves it)."""
+             metrics: list[str] | None, load_seconds: float = 0.0) -> RunResult:
+    """Train and evaluate one seed; its run folder is written under ``staging`` (``store.commit`` moves it).
+    ``load_seconds`` (the dataset's loading, shared by the seeds) joins the per-stage timings."""
     name, variant = config["name"], config["variant"]
     dataset_slug = identity.key
     loggers = _loggers(config, dataset_slug, seed, results_dir, wandb)
@@ -267,10 +308,13 @@ def run_once(config: dict[str, Any], dataset: ProductSearchDataset, identity: Da
               if o.valid_curve is not None]
     targets = build_targets(dataset.judgments, units, dataset.interactions if dataset.has_behaviour else None)
     wanted = metrics or [m for m in DEFAULT_METRICS if not m.startswith("p_") or dataset.has_behaviour]
+    metrics_started = time.perf_counter()
     means, per_query = evaluate_run(targets, run, wanted)
     if all(o.rerank is not None for o in outputs):
         means |= rerank_metrics(targets, pl.concat([o.rerank for o in outputs]))
     costs = _merge_costs([o.costs for o in outputs])
+    costs["metrics_seconds"] = round(time.perf_counter() - metrics_started, 2)
+    costs["load_seconds"] = round(load_seconds, 2)
     costs["total_seconds"] = round(time.perf_counter() - started, 2)
     run_dir = results_dir / "runs" / dataset_slug / name / variant / f"seed{seed}"
     result = RunResult(dataset_slug, name, variant, seed, means, costs, run_dir, config,
@@ -308,7 +352,9 @@ def train_and_search(config: dict[str, Any], dataset: ProductSearchDataset, seed
     fields = set(model.required_fields) | (set(model.optional_fields) & dataset_fields(dataset))
     check_fields(dataset, set(model.required_fields), config["name"])
     datamodule = RetrievalDataModule(dataset, fields, data_settings(config["data"], encoder_of(config)), seed)
+    started = time.perf_counter()
     datamodule.setup()
+    features_seconds = time.perf_counter() - started
     test = datamodule.units.indices_of_split("test")
     if len(test) == 0:
         raise ConfigError(f"dataset '{dataset.name}' has no test units; check its split column")
@@ -326,6 +372,7 @@ def train_and_search(config: dict[str, Any], dataset: ProductSearchDataset, seed
     rerank = None
     if "rerank" in dataset.meta.get("eval_protocols", []):
         rerank = rerank_run(unit_frame, dataset.judgments, datamodule.catalog.product_ids, score_pairs)
+    costs["features_seconds"] = round(features_seconds, 2)
     curve = costs.pop("valid_curve", None)
     state = selected_state(model) if isinstance(model, RetrievalModule) else None
     encoder = (encoder_of(config) or text.DEFAULT_ENCODER) if uses_encoder(model) else None
@@ -371,7 +418,8 @@ def _dense_search(module: RetrievalModule, datamodule: RetrievalDataModule, test
     queries = module.encode_units(datamodule, test)
     query_seconds = time.perf_counter() - started
     index = config["index"]
-    result = index_and_search(items, queries, k, index["factory"], index["nprobe"], index["ef_search"], seed)
+    factory = chosen_factory(index, len(items))
+    result = index_and_search(items, queries, k, factory, index["nprobe"], index["ef_search"], seed)
 
     def score_pairs(unit_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
         return np.einsum("ij,ij->i", queries[unit_rows], items[item_rows])
@@ -385,6 +433,9 @@ def _dense_search(module: RetrievalModule, datamodule: RetrievalDataModule, test
         "train_pairs_per_s": round(module.train_examples / module.train_seconds, 1) if module.train_seconds else None,
         "encode_items_per_s": round(len(items) / encode_seconds, 1),
         "query_latency_ms": round(1000 * query_seconds / len(test) + result.latency_ms, 3),
+        # the stages apart (timings.json): catalogue and query encoding, index build, search
+        "encode_seconds": round(encode_seconds, 2), "query_encode_seconds": round(query_seconds, 2),
+        "index_seconds": round(result.build_seconds, 2), "search_seconds": round(result.search_seconds, 2),
         "index": result.factory, "index_mb": round(result.index_bytes / 2**20, 2),
         "catalogue_size": len(items), "test_units": len(test),
         **_selection_costs(selection),
@@ -426,6 +477,7 @@ def _retriever_search(retriever, datamodule: RetrievalDataModule, test: np.ndarr
     costs = {"params": 0, "trainable_params": 0, "train_seconds": 0.0, "train_pairs_per_s": None,
              "encode_items_per_s": round(retriever.n_items / retriever.index_seconds, 1),
              "query_latency_ms": round(1000 * seconds / len(test), 3), "index": "bm25s (sparse)",
+             "index_seconds": round(retriever.index_seconds, 2), "search_seconds": round(seconds, 2),
              "index_mb": None, "catalogue_size": retriever.n_items, "test_units": len(test)}
 
     def score_pairs(unit_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:

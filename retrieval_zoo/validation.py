@@ -34,7 +34,7 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from retrieval_zoo.evaluation import build_targets, check_metrics, evaluate_run, run_from_topk
-from retrieval_zoo.index import index_and_search
+from retrieval_zoo.index import chosen_factory, index_and_search
 
 
 @dataclass
@@ -102,8 +102,9 @@ class RetrievalValidation(L.Callback):
         was_training = module.training
         items = module.encode_catalog(batch_size=self.datamodule.settings.eval_batch_size, progress=False)
         queries = module.encode_units(self.datamodule, self.units)
-        found = index_and_search(items, queries, min(self.settings.k, len(items)), self.index["factory"],
-                                 self.index["nprobe"], self.index["ef_search"], self.seed)
+        found = index_and_search(items, queries, min(self.settings.k, len(items)),
+                                 chosen_factory(self.index, len(items)), self.index["nprobe"],
+                                 self.index["ef_search"], self.seed)
         run = run_from_topk(self.unit_frame["unit_id"].to_list(), self.datamodule.catalog.product_ids,
                             found.scores, found.indices)
         means, _ = evaluate_run(self.targets, run, self.settings.metrics)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import os
 import socket
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -75,38 +77,43 @@ CATALOGUE = 7  # not a multiple of the world size: the shares differ by one
 
 
 class _StubModule:
-    """Just what ``RetrievalModule.encode_catalog`` uses: a catalogue length and an item-range encoder."""
+    """Just what ``RetrievalModule.encode_catalog`` uses: a catalogue length, the model's encoding order and an
+    item-rows encoder."""
 
     name = "stub"
     catalog = range(CATALOGUE)
 
-    def __init__(self):
+    def __init__(self, order: list[int] | None):
         self.encoded: list[int] = []
+        self.model = SimpleNamespace(catalogue_order=lambda catalog: None if order is None else np.array(order))
 
     def eval(self):
         return self
 
-    def _encode_item_range(self, start: int, stop: int) -> torch.Tensor:
-        self.encoded.extend(range(start, stop))
-        return torch.arange(start, stop, dtype=torch.float32)[:, None] * torch.tensor([1.0, -1.0, 0.5])
+    def _encode_item_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        self.encoded.extend(rows.tolist())
+        return rows.float()[:, None] * torch.tensor([1.0, -1.0, 0.5])
 
 
-def _encode_worker(rank: int, port: int, results) -> None:
+def _encode_worker(rank: int, port: int, results, order) -> None:
     from retrieval_zoo.models.base import RetrievalModule
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    stub = _StubModule()
+    stub = _StubModule(order)
     vectors = RetrievalModule.encode_catalog(stub, batch_size=2, progress=False)
     results[rank] = (vectors, stub.encoded)
     dist.destroy_process_group()
 
 
-def test_catalogue_encoding_is_sharded_per_rank_and_gathered():
+# None: catalogue order; a permutation: a model's own order (e.g. by text length), undone after the gather
+@pytest.mark.parametrize("order, shares", [(None, ([0, 1, 2, 3], [4, 5, 6])),
+                                           ([6, 2, 4, 0, 1, 5, 3], ([6, 2, 4, 0], [1, 5, 3]))])
+def test_catalogue_encoding_is_sharded_per_rank_and_gathered(order, shares):
     results = mp.Manager().dict()
-    mp.spawn(_encode_worker, args=(_free_port(), results), nprocs=WORLD, join=True)
+    mp.spawn(_encode_worker, args=(_free_port(), results, order), nprocs=WORLD, join=True)
     expected = (torch.arange(CATALOGUE, dtype=torch.float32)[:, None] * torch.tensor([1.0, -1.0, 0.5])).numpy()
-    assert results[0][1] == [0, 1, 2, 3] and results[1][1] == [4, 5, 6]  # each rank encodes only its share
+    assert (results[0][1], results[1][1]) == shares  # each rank encodes only its share
     for rank in range(WORLD):
         assert (results[rank][0] == expected).all()  # and every rank ends with the whole catalogue, in order
 

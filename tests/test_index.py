@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval_zoo.index import build_index, index_and_search, search
+from retrieval_zoo.index import build_index, chosen_factory, index_and_search, search
 
 
 def test_flat_index_is_exact_inner_product_search():
@@ -42,3 +42,10 @@ def test_ivf_with_too_few_training_vectors_says_what_to_do():
 def test_unknown_factory_is_a_clear_error():
     with pytest.raises(ValueError, match="faiss cannot build index 'Bogus42'"):
         build_index(np.eye(4, dtype=np.float32), "Bogus42")
+
+
+def test_an_approximate_index_is_chosen_above_the_configured_catalogue_size():
+    section = {"factory": "Flat", "approximate_above": 1000, "approximate_factory": "HNSW32"}
+    assert chosen_factory(section, 1000) == "Flat" and chosen_factory(section, 1001) == "HNSW32"
+    assert chosen_factory({**section, "approximate_above": None}, 10**9) == "Flat"  # null: always exact
+    assert chosen_factory({"factory": "Flat"}, 10**9) == "Flat"  # configs from before the keys

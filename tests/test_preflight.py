@@ -113,3 +113,17 @@ def test_interrupts_raise_and_commit_guard_holds_a_signal_until_the_commit_is_wh
         signal.raise_signal(signal.SIGINT)
     assert stopped.value.exit_code == 130 and not stopped.value.committed
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.reliability
+def test_the_approximate_index_settings_are_checked_before_training():
+    with pytest.raises(ConfigError, match=r"index.approximate_above=0 must be a catalogue size >= 1 or null"):
+        check_run_settings(config("index.approximate_above=0"), 1)
+    with pytest.raises(ConfigError, match=r"index.approximate_factory='HNSWx': faiss cannot build it"):
+        check_run_settings(config("index.approximate_above=100", "index.approximate_factory=HNSWx"), 1)
+    with pytest.raises(ConfigError, match=r"index.approximate_factory='IVF256,Flat': an IVF index with 256 lists"):
+        check_run_settings(config("index.approximate_above=100", "index.approximate_factory=IVF256,Flat"), 1,
+                           catalogue_size=1000)
+    # below the threshold the approximate factory is never built, so it is not held against the run
+    assert check_run_settings(config("index.approximate_above=5000", "index.approximate_factory=IVF256,Flat"), 1,
+                              catalogue_size=1000) == [0]

@@ -34,6 +34,11 @@ def test_every_model_runs_end_to_end(model, tiny, tmp_path):
         assert (result.run_dir / name).exists(), name
     meta = json.loads((result.run_dir / "meta.json").read_text())
     assert meta["seed"] == 0 and "torch" in meta["versions"]
+    timings = json.loads((result.run_dir / "timings.json").read_text())
+    stages = ["load", "features", "index", "search", "metrics"]
+    stages += [] if model == "bm25" else ["encode", "query_encode"]  # bm25 has no dense encoding
+    for stage in stages:  # per-stage wall time (issue 21): what a scale run reports
+        assert timings[f"{stage}_seconds"] >= 0.0, stage
     board = pl.read_csv(tmp_path / "leaderboard.csv")
     assert board.filter(pl.col("model") == model).height == 1
     assert f"| {model}" in (tmp_path / "leaderboard.md").read_text()
@@ -134,3 +139,31 @@ def test_a_missing_best_baseline_run_is_said_not_silently_skipped(tiny, tmp_path
     assert "no significance test against the best baseline bm25/default" in capsys.readouterr().out
     assert result.significance == {"compared_to": "bm25/default (run folder missing: not tested)"}
     assert "pval_ndcg@10" not in result.significance
+
+
+def test_a_neutral_key_at_its_neutral_value_leaves_the_config_hash_as_before():
+    from retrieval_zoo.models import load_config
+    from retrieval_zoo.runner import config_hash
+
+    config = load_config("light_two_tower")
+    before = {**config, "index": {k: v for k, v in config["index"].items()
+                                  if k not in ("approximate_above", "approximate_factory")},
+              "data": {**config["data"], "features": {k: v for k, v in config["data"]["features"].items()
+                                                      if k != "sentence_dtype"}}}
+    neutral = {**config, "index": {**config["index"], "approximate_above": None, "approximate_factory": "IVF1,Flat"},
+               "data": {**config["data"], "features": {**config["data"]["features"], "sentence_dtype": "float32"}}}
+    assert config_hash(neutral, "fp") == config_hash(before, "fp")  # rows made before the keys stay current
+    switched = {**neutral, "index": {**neutral["index"], "approximate_above": 10}}
+    half = {**neutral, "data": {**neutral["data"], "features": {**neutral["data"]["features"],
+                                                                "sentence_dtype": "float16"}}}
+    assert len({config_hash(c, "fp") for c in (neutral, switched, half)}) == 3
+
+
+def test_above_the_configured_catalogue_size_the_runner_searches_approximately(tiny, tmp_path):
+    overrides = [*FAST, "index.approximate_above=100", "index.approximate_factory=HNSW16"]
+    [result] = run_benchmark("light_two_tower", tiny, seeds=1, overrides=overrides, results_dir=tmp_path,
+                             wandb="disabled", progress=False, print_table=False)
+    assert tiny.products.height > 100 and result.costs["index"] == "HNSW16"
+    [exact] = run_benchmark("light_two_tower", tiny, seeds=1, overrides=[*FAST, "index.approximate_above=10000000"],
+                            results_dir=tmp_path / "exact", wandb="disabled", progress=False, print_table=False)
+    assert exact.costs["index"] == "Flat"

@@ -180,15 +180,18 @@ class RetrievalDataModule(pl.LightningDataModule):
 
     def _loader(self, pairs: Examples, shuffle: bool, hard_negatives: MinedLists | None = None) -> DataLoader:
         collate = TrainingBatches(self, pairs, hard_negatives)
+        # page-locked batches copy to a GPU asynchronously; on CPU they would only cost. No worker processes:
+        # batches are in-memory gathers, and the collate's negative sampler (one RNG) must not be copied per worker
+        pinned = torch.cuda.is_available()
         # drop_last stays False: under DDP each rank sees 1/world of the examples, which may be under a batch
         if self.settings.group_by_unit:
             # validation pairs arrive grouped by unit already (stage lists are per unit), so only training shuffles
             sampler = UnitGroupedSampler(pairs[0], self.seed) if shuffle else None
             return DataLoader(range(len(pairs[0])), batch_size=self.batch_size, sampler=sampler,
-                              collate_fn=collate)
+                              collate_fn=collate, pin_memory=pinned)
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(range(len(pairs[0])), batch_size=self.batch_size, shuffle=shuffle,
-                          collate_fn=collate, generator=generator)
+                          collate_fn=collate, generator=generator, pin_memory=pinned)
 
     @property
     def batch_size(self) -> int:

@@ -56,7 +56,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from retrieval_zoo.data import text
+from retrieval_zoo.data import sentence_cache, text
 from retrieval_zoo.data.dataset import DatasetError, ProductSearchDataset
 
 ITEM_FIELDS = {"item_text", "item_hashed", "item_sentence", "item_category", "item_brand", "item_shop",
@@ -86,12 +86,17 @@ class FeatureSettings:
     long_term_length: int = 100
     query_history_length: int = 10
     item_text: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_ITEM_TEXT))
+    # storage of the cached frozen sentence vectors (float32, or float16 for half the memory; sentence_cache.py)
+    sentence_dtype: str = "float32"
     # not a data.features key: filled from model.encoder (runner.data_settings), so the tokens and sentence
     # vectors come from the encoder the model was built with
     encoder: str = text.DEFAULT_ENCODER
 
     def __post_init__(self) -> None:
         check_item_text(self.item_text)
+        if self.sentence_dtype not in sentence_cache.DTYPES:
+            raise DatasetError(f"data.features.sentence_dtype={self.sentence_dtype!r} must be one of "
+                               f"{', '.join(sentence_cache.DTYPES)}, e.g. --set data.features.sentence_dtype=float16")
 
 
 @dataclass
@@ -110,7 +115,10 @@ class FeatureTable:
         self.tensors[name] = tensor
 
     def gather(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {name: tensor[indices] for name, tensor in self.tensors.items()}
+        # half-precision storage (cached sentence features, ``sentence_dtype``) is upcast per batch: models compute
+        # in float32 while the whole table stays at half the memory
+        return {name: tensor[indices].float() if tensor.dtype == torch.float16 else tensor[indices]
+                for name, tensor in self.tensors.items()}
 
 
 @dataclass
@@ -175,7 +183,8 @@ def build_catalog(dataset: ProductSearchDataset, fields: set[str], settings: Fea
         catalog.add("item_hashed", text.hashed_ngrams(texts, settings.hashed_buckets, settings.hashed_max_grams))
     if "item_sentence" in fields:
         # cached by encoder and content: a new text or another encoder re-encodes
-        catalog.add("item_sentence", text.sentence_features(texts, encoder=settings.encoder))
+        catalog.add("item_sentence", text.sentence_features(texts, encoder=settings.encoder,
+                                                            dtype=settings.sentence_dtype))
     for name, column in (("item_category", "category"), ("item_brand", "brand"), ("item_shop", "shop_id")):
         if name in fields:
             catalog.add(name, _categorical_ids(products[column]))
@@ -276,7 +285,7 @@ def build_units(dataset: ProductSearchDataset, fields: set[str], settings: Featu
         table.add("query_hashed", text.hashed_ngrams(texts, settings.hashed_buckets, settings.hashed_max_grams))
     if "query_sentence" in fields:
         distinct = sorted(set(texts))
-        features = text.sentence_features(distinct, encoder=settings.encoder)
+        features = text.sentence_features(distinct, encoder=settings.encoder, dtype=settings.sentence_dtype)
         position = {t: i for i, t in enumerate(distinct)}
         table.add("query_sentence", features[[position[t] for t in texts]])
     if dataset.has_behaviour and fields & {"user", "user_history", "query_history"}:

@@ -21,14 +21,17 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import itertools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from retrieval_zoo.data import sentence_cache
 from retrieval_zoo.data.registry import cache_dir
 
 PRETRAINED_NAME = "all-MiniLM-L6-v2"
@@ -164,13 +167,20 @@ def special_ids(encoder: str | None = None) -> tuple[int, int]:
                        "<s>/</s>, which the fine-tuned encoders frame texts with")
 
 
+# Texts per tokenizer call: its Encoding objects (ids, tokens, offsets of every token) of a 1.2M-product
+# catalogue at once would take many GB; in bounded calls only the kept ids accumulate.
+TOKENIZE_CHUNK = 8192
+
+
 def tokenize(texts: list[str], max_length: int, encoder: str | None = None) -> np.ndarray:
     """Subword ids of the encoder's tokenizer, right-padded with PAD_ID to ``max_length`` (int32 [n, max_length])."""
-    encodings = wordpiece_tokenizer(encoder).encode_batch(list(texts), add_special_tokens=False)
+    tokenizer = wordpiece_tokenizer(encoder)
     ids = np.full((len(texts), max_length), PAD_ID, dtype=np.int32)
-    for row, encoding in enumerate(encodings):
-        tokens = encoding.ids[:max_length]
-        ids[row, : len(tokens)] = tokens
+    for start in range(0, len(texts), TOKENIZE_CHUNK):
+        encodings = tokenizer.encode_batch(list(texts[start : start + TOKENIZE_CHUNK]), add_special_tokens=False)
+        for row, encoding in enumerate(encodings, start):
+            tokens = encoding.ids[:max_length]
+            ids[row, : len(tokens)] = tokens
     return ids
 
 
@@ -196,8 +206,10 @@ def pretrained_dim(encoder: str | None = None) -> int:
     return int(width())
 
 
-def sentence_features(texts: list[str], batch_size: int = 256, encoder: str | None = None) -> np.ndarray:
-    """Frozen sentence embeddings of the encoder (float32 [n, width], L2-normalised), cached on disk by content.
+def sentence_features(texts: list[str], batch_size: int = 256, encoder: str | None = None,
+                      dtype: str = "float32") -> np.ndarray:
+    """Frozen sentence embeddings of the encoder ([n, width], L2-normalised, stored as ``dtype``), cached on disk
+    by content and read back as a memory map (``sentence_cache``: chunked, resumable, checked for staleness).
 
     The cache key is a hash of the encoder's identity and every text, so a changed catalogue or another encoder
     never reuses stale features, and the costly encode runs once per dataset rather than once per run.
@@ -205,18 +217,18 @@ def sentence_features(texts: list[str], batch_size: int = 256, encoder: str | No
     digest = hashlib.sha256(encoder_identity(encoder).encode())
     for text in texts:
         digest.update(text.encode("utf-8", "replace") + b"\x00")
-    path = cache_dir() / "sentence_features" / f"{digest.hexdigest()[:24]}.npy"
-    if path.exists():
-        return np.load(path)
-    features = sentence_transformer(encoder).encode(
-        list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-        show_progress_bar=len(texts) > 2000,
-    ).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")  # process-private: concurrent runs may encode the same texts
-    np.save(tmp, features)
-    tmp.rename(path)
-    return features
+    key = digest.hexdigest()[:24] + ("" if dtype == "float32" else f"-{dtype}")
+    if not texts:
+        return np.zeros((0, pretrained_dim(encoder)), dtype=dtype)
+
+    def encode(rows: list[int]) -> np.ndarray:
+        return sentence_transformer(encoder).encode(
+            [texts[row] for row in rows], batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+            show_progress_bar=len(rows) > 2000)
+
+    return sentence_cache.cached_features(cache_dir() / "sentence_features" / key, len(texts),
+                                          encoder_identity(encoder), encode, dtype=dtype,
+                                          label=f"sentence features ({encoder or active_encoder()})")
 
 
 # -- hashed text units (DSSM letter n-grams; MGDSPR's words and character n-grams) --------------------------
@@ -258,9 +270,14 @@ class UnitHasher:
 
     def encode(self, unit_lists: list[list[str]], max_length: int) -> np.ndarray:
         """int64 [len(unit_lists), max_length]: each list's first ``max_length`` ids, right-padded with 0."""
-        ids = np.zeros((len(unit_lists), max_length), dtype=np.int64)
-        for row, units in enumerate(unit_lists):
-            hashed = [self(u) for u in units[:max_length]]
+        return self.encode_texts(unit_lists, lambda units: units, max_length)
+
+    def encode_texts(self, texts: Sequence, units_of: Callable[[Any], Iterable[str]], max_length: int) -> np.ndarray:
+        """``encode`` of ``units_of(text)`` for each text, one text at a time: the unit lists of a whole catalogue
+        (hundreds of strings per product) never exist at once, and units past ``max_length`` are never made."""
+        ids = np.zeros((len(texts), max_length), dtype=np.int64)
+        for row, text in enumerate(texts):
+            hashed = [self(u) for u in itertools.islice(units_of(text), max_length)]
             ids[row, : len(hashed)] = hashed
         return ids
 
@@ -271,6 +288,9 @@ def hashed_ngrams(texts: list[str], n_buckets: int, max_length: int, char_n: int
     Words are split on whitespace; each contributes ``"w:" + word`` and its letter n-grams. Ids start at 1 so
     0 stays padding. int64 [n, max_length].
     """
-    grams = [[unit for word in text.lower().split() for unit in ["w:" + word, *letter_ngrams(word, char_n)]]
-             for text in texts]
-    return UnitHasher(n_buckets).encode(grams, max_length)
+    def grams(text: str) -> Iterator[str]:
+        for word in text.lower().split():
+            yield "w:" + word
+            yield from letter_ngrams(word, char_n)
+
+    return UnitHasher(n_buckets).encode_texts(texts, grams, max_length)

@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -655,14 +656,14 @@ class MGDSPR(TwoTowerModel):
     def prepare(self, datamodule) -> None:
         """Hash the query, previous-query and title words and character n-grams; size the item tables."""
         units, catalog = datamodule.units, datamodule.catalog
-        unit_words = self.word_hasher.encode([words_of(t) for t in units.texts], self.query_max_words)
+        unit_words = self.word_hasher.encode_texts(units.texts, words_of, self.query_max_words)
         units.add("mgdspr_words", unit_words)
-        units.add("mgdspr_chars", self.char_hasher.encode([char_ngrams_of(t, self.char_ngram) for t in units.texts],
-                                                          self.char_max_grams))
+        units.add("mgdspr_chars", self.char_hasher.encode_texts(units.texts, partial(char_ngrams_of, n=self.char_ngram),
+                                                                self.char_max_grams))
         if "hist_query_tokens" in units.tensors and "query_history" in self.optional_fields:
             units.add("mgdspr_hist_words", history_rows(units.tensors["hist_query_tokens"],
                                                         units.tensors["query_tokens"], unit_words))
         catalog.add("mgdspr_title_words",
-                    self.word_hasher.encode([words_of(t) for t in catalog.texts], self.title_max_words))
+                    self.word_hasher.encode_texts(catalog.texts, words_of, self.title_max_words))
         if not self.items.built:
             self.items.build(catalog)

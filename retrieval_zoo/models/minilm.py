@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -122,6 +123,14 @@ class MiniLMFineTuned(TwoTowerModel):
         else:
             self.item_tower = FieldPassThrough("item_sentence")
             self.required_fields = {"query_text", "item_sentence"}
+
+    def catalogue_order(self, catalog) -> np.ndarray | None:
+        """Longest item texts first (as sentence-transformers' ``encode`` orders them), so each batch pads to
+        about its own length: the shared tower re-encodes the whole catalogue at every validation and test."""
+        if not isinstance(self.item_tower, MiniLMEncoder):
+            return None  # frozen items: cached vectors, nothing to pad
+        lengths = (catalog.tensors["item_tokens"] != text.PAD_ID).sum(1).numpy()
+        return np.argsort(-lengths, kind="stable")
 
 
 def freeze_lower_layers(bert: nn.Module, trainable_layers: int | None) -> None:

@@ -91,8 +91,9 @@ def test_sentence_features_are_cached_by_content(fake_encoder, tmp_path):
     again = text.sentence_features(["red shoe", "mug"])
     assert len(fake_encoder.calls) == 1  # the second call read the cache
     np.testing.assert_array_equal(first, again)
-    cached = list((tmp_path / "sentence_features").glob("*.npy"))
-    assert len(cached) == 1 and not list((tmp_path / "sentence_features").glob("*.tmp*"))
+    cached = list((tmp_path / "sentence_features").glob("*/features.npy"))
+    assert len(cached) == 1 and not list((tmp_path / "sentence_features").rglob("*.tmp*"))
+    assert not (cached[0].parent / "chunks").exists()  # joined and cleaned up
 
 
 def test_changed_or_reordered_texts_miss_the_cache(fake_encoder):
@@ -129,7 +130,7 @@ def test_two_encoders_never_share_cached_vectors(tiny_encoder, save_encoder, tmp
     first = text.sentence_features(["red shoe", "mug"], encoder=str(tiny_encoder))
     second = text.sentence_features(["red shoe", "mug"], encoder=str(other))
     assert first.shape == second.shape == (2, 48) and not np.allclose(first, second)
-    assert len(list((tmp_path / "cache" / "sentence_features").glob("*.npy"))) == 2
+    assert len(list((tmp_path / "cache" / "sentence_features").glob("*/features.npy"))) == 2
     np.testing.assert_array_equal(text.sentence_features(["red shoe", "mug"], encoder=str(tiny_encoder)), first)
 
 
@@ -147,3 +148,23 @@ def test_the_active_encoder_keys_its_own_cache_whatever_was_asked_before(tiny_en
     with text.using_encoder(str(tiny_encoder)):
         assert text.encoder_identity() == text.encoder_identity(str(tiny_encoder)) != text.PRETRAINED_NAME
     assert text.encoder_identity() == text.PRETRAINED_NAME
+
+
+def test_hashing_takes_one_text_at_a_time_and_stops_at_the_budget():
+    # a 1.2M-product catalogue's unit lists (hundreds of strings per product) must never exist at once
+    def units_of(text_):
+        for position, word in enumerate(text_.split()):
+            if position == 3:
+                raise AssertionError("a unit past the budget was made")
+            yield word
+
+    ids = text.UnitHasher(97).encode_texts(["a b c d e", "x"], units_of, max_length=3)
+    assert ids.shape == (2, 3) and ids[1, 1:].tolist() == [0, 0]
+    assert text.hashed_ngrams(["Red shoe"] * 3, 1000, 4).tolist() == [text.hashed_ngrams(["Red shoe"], 1000, 4)[0].tolist()] * 3
+
+
+def test_tokenizing_in_bounded_calls_gives_the_ids_of_one_call(monkeypatch):
+    texts = [f"usb c cable {i} metres" for i in range(50)]
+    whole = text.tokenize(texts, 8)
+    monkeypatch.setattr(text, "TOKENIZE_CHUNK", 7)
+    assert (text.tokenize(texts, 8) == whole).all()

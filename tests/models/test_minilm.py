@@ -100,3 +100,23 @@ def test_a_missing_encoder_is_one_error_line_naming_the_key(tmp_path, capsys):
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("error: model.encoder=") and "local folder" in err[0] and "Hugging Face cache" in err[0]
     assert not (tmp_path / "leaderboard.csv").exists()
+
+
+def test_the_shared_tower_encodes_the_catalogue_longest_first_and_returns_it_in_catalogue_order(tiny_encoder):
+    from retrieval_zoo.data.datamodule import RetrievalDataModule
+    from retrieval_zoo.data.registry import load_dataset
+    from retrieval_zoo.models.registry import build_model, load_config
+    from retrieval_zoo.runner import data_settings
+
+    config = load_config("minilm_finetune", "shared", [f"model.encoder={tiny_encoder}"])
+    module = build_model(config)
+    datamodule = RetrievalDataModule(load_dataset("simshop-tiny"), set(module.required_fields),
+                                     data_settings(config["data"], str(tiny_encoder)), seed=0)
+    module.attach(datamodule)
+    order = module.model.catalogue_order(module.catalog)
+    lengths = (module.catalog.tensors["item_tokens"] != text.PAD_ID).sum(1).numpy()
+    assert sorted(order.tolist()) == list(range(len(lengths))) and (np.diff(lengths[order]) <= 0).all()
+    by_length = module.encode_catalog(batch_size=64, progress=False)
+    module.model.catalogue_order = lambda catalog: None  # the same model, catalogue order
+    in_order = module.encode_catalog(batch_size=64, progress=False)
+    np.testing.assert_allclose(by_length, in_order, atol=1e-5, rtol=0)  # only the padding differs
