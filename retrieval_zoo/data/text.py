@@ -214,7 +214,8 @@ def sentence_features(texts: list[str], batch_size: int = 256, encoder: str | No
     The cache key is a hash of the encoder's identity and every text, so a changed catalogue or another encoder
     never reuses stale features, and the costly encode runs once per dataset rather than once per run.
     """
-    digest = hashlib.sha256(encoder_identity(encoder).encode())
+    identity = encoder_identity(encoder)
+    digest = hashlib.sha256(identity.encode())
     for text in texts:
         digest.update(text.encode("utf-8", "replace") + b"\x00")
     key = digest.hexdigest()[:24] + ("" if dtype == "float32" else f"-{dtype}")
@@ -226,9 +227,8 @@ def sentence_features(texts: list[str], batch_size: int = 256, encoder: str | No
             [texts[row] for row in rows], batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
             show_progress_bar=len(rows) > 2000)
 
-    return sentence_cache.cached_features(cache_dir() / "sentence_features" / key, len(texts),
-                                          encoder_identity(encoder), encode, dtype=dtype,
-                                          label=f"sentence features ({encoder or active_encoder()})")
+    return sentence_cache.cached_features(cache_dir() / "sentence_features" / key, len(texts), identity, encode,
+                                          dtype=dtype, label=f"sentence features ({encoder or active_encoder()})")
 
 
 # -- hashed text units (DSSM letter n-grams; MGDSPR's words and character n-grams) --------------------------

@@ -121,7 +121,8 @@ class RetrievalModule(pl.LightningModule):
         n_items = len(self.catalog)
         order = self.model.catalogue_order(self.catalog)
         rows = torch.arange(n_items) if order is None else torch.as_tensor(order, dtype=torch.int64)
-        mine = rows[shard(n_items).start : shard(n_items).stop]
+        share = shard(n_items)
+        mine = rows[share.start : share.stop]
         chunks = [self._encode_item_rows(mine[start : start + batch_size])
                   for start in tqdm(range(0, len(mine), batch_size), desc=f"encode catalogue ({self.name})",
                                     disable=not progress, leave=False)]
