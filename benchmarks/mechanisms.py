@@ -32,6 +32,7 @@ import polars as pl
 import yaml
 from scipy import stats
 
+from retrieval_zoo import atomic_files
 from retrieval_zoo.data.registry import load_dataset
 from retrieval_zoo.evaluation import evaluate_run, relative_change, significance
 from retrieval_zoo.models.registry import load_config
@@ -323,9 +324,7 @@ def write_report(plan: dict, results_dir: Path, claims_path: Path, out: Path) ->
     verdicts = pl.DataFrame([check_curve_claim(c, tables.get(c["curve"], pl.DataFrame()), plan["curves"][c["curve"]])
                              for c in claims if c["curve"] in plan["curves"]])
     text = markdown(plan, tables, verdicts, results_dir)
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    atomic_files.write_text(out, text)
     if verdicts.height:
         verdicts.write_csv(results_dir / "curve_claims.csv")  # claims.csv is the board's own (reports.py)
     return verdicts

@@ -491,24 +491,12 @@ def ann_vectors(dataset, trained_runs: list[list[str]], encode_limit: int):
 
 
 def cached_sentence_features(item_texts: list[str], query_texts: list[str]):
-    """Both MiniLM matrices if the cache holds them, else None; never encodes (the encoder is swapped for one
-    that refuses), since a 1.2M-item encode takes hours on a CPU."""
-    from unittest import mock
-
+    """Both MiniLM matrices if the cache holds them, else None; never encodes nor starts a cache entry, since a
+    1.2M-item encode takes hours on a CPU."""
     from retrieval_zoo.data import text
 
-    class NotCached(Exception):
-        pass
-
-    def refuse(*_args, **_kwargs):
-        raise NotCached
-
-    with mock.patch.object(text, "sentence_transformer", refuse), \
-            mock.patch.object(text, "_sentence_transformer_at", refuse, create=True):
-        try:
-            return text.sentence_features(item_texts), text.sentence_features(query_texts)
-        except NotCached:
-            return None
+    items, queries = text.cached_sentence_features(item_texts), text.cached_sentence_features(query_texts)
+    return None if items is None or queries is None else (items, queries)
 
 
 def pick_rows(vectors, texts: list[str], wanted: list[str]):

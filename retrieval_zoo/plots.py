@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from retrieval_zoo import atomic_files
+
 LEADERBOARD_METRICS = ["ndcg@10", "recall@100", "rel@10"]
 SORT_METRIC = "ndcg@10"
 PARETO_METRIC = "ndcg@10"
@@ -471,13 +473,9 @@ def render_png(figure, source_hash: str = "") -> bytes:
 
 def _save(figure, path: Path, source_hash: str) -> None:
     data = render_png(figure, source_hash)
-    tmp = path.with_suffix(".tmp.png")
     if path.exists() and path.read_bytes() == data:
-        tmp.unlink(missing_ok=True)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    atomic_files.write_bytes(path, data)
 
 
 def _png_text(path: Path) -> dict[str, str]:

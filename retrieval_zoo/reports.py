@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from retrieval_zoo import atomic_files
 from retrieval_zoo.evaluation import HEADLINE_METRICS
 
 KEYS = ["dataset", "model", "variant", "seed"]
@@ -63,7 +64,7 @@ def write_board(results_dir: Path, rows: list[dict[str, Any]], protocols: dict[s
 
     new_keys = {(str(r["dataset"]), str(r["model"]), str(r["variant"]), int(r["seed"])) for r in rows}
     board = canonical(baseline_tests(canonical(board), results_dir, new_keys))
-    _atomic_write(leaderboard_path(results_dir), board.write_csv())
+    atomic_files.write_text(leaderboard_path(results_dir), board.write_csv())
     _save_protocols(results_dir, protocols)
     write_markdown(results_dir, board)
     return board
@@ -84,13 +85,6 @@ def _stringify(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.all().cast(pl.Utf8))
 
 
-def _atomic_write(path: Path, content: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(content)
-    tmp.replace(path)
-
-
 def _protocols_path(results_dir: Path) -> Path:
     return results_dir / "protocols.json"
 
@@ -99,7 +93,7 @@ def _save_protocols(results_dir: Path, protocols: dict[str, str]) -> None:
     path = _protocols_path(results_dir)
     known = json.loads(path.read_text()) if path.exists() else {}
     known.update(protocols)
-    _atomic_write(path, json.dumps(known, indent=2, sort_keys=True))
+    atomic_files.write_json(path, known)
 
 
 # -- markdown -----------------------------------------------------------------------------------------------
@@ -130,7 +124,7 @@ def write_markdown(results_dir: Path, board: pl.DataFrame | None = None) -> str:
         lines += _dataset_section(board.filter(pl.col("dataset") == dataset), dataset, protocols.get(dataset, ""),
                                   claims, results_dir)
     text = "\n".join(lines) + "\n"
-    _atomic_write(results_dir / "leaderboard.md", text)
+    atomic_files.write_text(results_dir / "leaderboard.md", text)
     return text
 
 

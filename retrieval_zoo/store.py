@@ -30,6 +30,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from retrieval_zoo import atomic_files
+
 STAGING = ".staging"
 _counter = itertools.count()
 _active: set[str] = set()  # this process's staging folders still in use (a notebook may outlive a failed run)
@@ -69,7 +71,7 @@ def commit(results_dir: Path, staging: Path, finals: list[Path], rows: list[dict
     with board_lock(results_dir):
         journal = results_dir / f".commit-{staging.name}.json"
         _active.discard(staging.name)  # from here on the journal, not this process, owns the staged folders
-        _atomic_write(journal, json.dumps(entry, sort_keys=True, default=str))
+        atomic_files.write_json(journal, entry, indent=None)
         _apply(results_dir, journal, write_board)
 
 
@@ -146,9 +148,3 @@ def _owner_alive(token: str) -> bool:
         return True
     return True
 
-
-def _atomic_write(path: Path, content: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(content)
-    tmp.replace(path)

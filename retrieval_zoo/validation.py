@@ -179,10 +179,11 @@ def select_best(trainer: L.Trainer, module, validation: RetrievalValidation) -> 
     best_epoch, best_path = 0, validation.start_path
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_path:
-        saved = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+        # memory-mapped: only the epoch is read here, not the weights and the optimiser state
+        saved = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False, mmap=True)
         trained_epoch = int(saved["epoch"]) + 1  # saved at the end of 0-based epoch e: e + 1 epochs trained
         if scores[trained_epoch] > scores[0]:
             best_epoch, best_path = trained_epoch, Path(checkpoint.best_model_path)
-    state = torch.load(best_path, map_location=module.device, weights_only=False)["state_dict"]
-    module.load_state_dict(state)
+    state = torch.load(best_path, map_location=module.device, weights_only=False, mmap=True)["state_dict"]
+    module.load_state_dict(state)  # copies into the parameters: the mapped checkpoint is dropped after
     return Selection(best_epoch, scores[best_epoch], max(scores), curve, seconds)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ import pooch
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from retrieval_zoo import atomic_files
 from retrieval_zoo.data import registry  # the module, not its functions: registry may import the loaders
 from retrieval_zoo.data.dataset import DatasetError, ProductSearchDataset
 
@@ -73,7 +73,7 @@ def cached_sha256(path: Path) -> str:
     memo = _read_json(memo_file)
     if key not in memo:
         memo[key] = sha256_of(path)
-        _write_json_atomically(memo_file, memo)
+        atomic_files.write_json(memo_file, memo, indent=1)
     return memo[key]
 
 
@@ -83,7 +83,7 @@ def remember_sha256(path: Path, digest: str) -> None:
     memo_file = registry.cache_dir() / "checksums.json"
     memo = _read_json(memo_file)
     memo[_memo_key(path)] = digest.lower()
-    _write_json_atomically(memo_file, memo)
+    atomic_files.write_json(memo_file, memo, indent=1)
 
 
 def _memo_key(path: Path) -> str:
@@ -367,8 +367,3 @@ def _read_json(path: Path) -> dict:
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
 
-
-def _write_json_atomically(path: Path, content: dict) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(content, indent=1, sort_keys=True))
-    tmp.replace(path)

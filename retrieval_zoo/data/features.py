@@ -56,7 +56,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from retrieval_zoo.data import sentence_cache, text
+from retrieval_zoo.data import feature_cache, text
 from retrieval_zoo.data.dataset import DatasetError, ProductSearchDataset
 
 ITEM_FIELDS = {"item_text", "item_hashed", "item_sentence", "item_category", "item_brand", "item_shop",
@@ -86,7 +86,7 @@ class FeatureSettings:
     long_term_length: int = 100
     query_history_length: int = 10
     item_text: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_ITEM_TEXT))
-    # storage of the cached frozen sentence vectors (float32, or float16 for half the memory; sentence_cache.py)
+    # storage of the cached frozen sentence vectors (float32, or float16 for half the memory; feature_cache.py)
     sentence_dtype: str = "float32"
     # not a data.features key: filled from model.encoder (runner.data_settings), so the tokens and sentence
     # vectors come from the encoder the model was built with
@@ -94,9 +94,9 @@ class FeatureSettings:
 
     def __post_init__(self) -> None:
         check_item_text(self.item_text)
-        if self.sentence_dtype not in sentence_cache.DTYPES:
+        if self.sentence_dtype not in feature_cache.DTYPES:
             raise DatasetError(f"data.features.sentence_dtype={self.sentence_dtype!r} must be one of "
-                               f"{', '.join(sentence_cache.DTYPES)}, e.g. --set data.features.sentence_dtype=float16")
+                               f"{', '.join(feature_cache.DTYPES)}, e.g. --set data.features.sentence_dtype=float16")
 
 
 @dataclass

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
+
+from retrieval_zoo import atomic_files
 
 CACHE_FILE = "fingerprints.json"
 CHUNK = 1 << 22
@@ -75,7 +76,4 @@ def _read_cache(cache: Path | None) -> dict[str, str]:
 def _write_cache(cache: Path | None, known: dict[str, str]) -> None:
     if cache is None:
         return
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(known, sort_keys=True))
-    tmp.replace(cache)
+    atomic_files.write_json(cache, known, indent=None)

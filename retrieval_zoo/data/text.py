@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval_zoo.data import sentence_cache
+from retrieval_zoo.data import feature_cache
 from retrieval_zoo.data.registry import cache_dir
 
 PRETRAINED_NAME = "all-MiniLM-L6-v2"
@@ -209,26 +209,39 @@ def pretrained_dim(encoder: str | None = None) -> int:
 def sentence_features(texts: list[str], batch_size: int = 256, encoder: str | None = None,
                       dtype: str = "float32") -> np.ndarray:
     """Frozen sentence embeddings of the encoder ([n, width], L2-normalised, stored as ``dtype``), cached on disk
-    by content and read back as a memory map (``sentence_cache``: chunked, resumable, checked for staleness).
+    by content and read back as a memory map (``feature_cache``: chunked, resumable, checked for staleness).
 
     The cache key is a hash of the encoder's identity and every text, so a changed catalogue or another encoder
     never reuses stale features, and the costly encode runs once per dataset rather than once per run.
     """
-    identity = encoder_identity(encoder)
-    digest = hashlib.sha256(identity.encode())
-    for text in texts:
-        digest.update(text.encode("utf-8", "replace") + b"\x00")
-    key = digest.hexdigest()[:24] + ("" if dtype == "float32" else f"-{dtype}")
     if not texts:
         return np.zeros((0, pretrained_dim(encoder)), dtype=dtype)
+    folder, identity = _sentence_cache_entry(texts, encoder, dtype)
 
     def encode(rows: list[int]) -> np.ndarray:
         return sentence_transformer(encoder).encode(
             [texts[row] for row in rows], batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
             show_progress_bar=len(rows) > 2000)
 
-    return sentence_cache.cached_features(cache_dir() / "sentence_features" / key, len(texts), identity, encode,
-                                          dtype=dtype, label=f"sentence features ({encoder or active_encoder()})")
+    return feature_cache.cached_features(folder, len(texts), identity, encode, dtype=dtype,
+                                          label=f"sentence features ({encoder or active_encoder()})")
+
+
+def cached_sentence_features(texts: list[str], encoder: str | None = None,
+                             dtype: str = "float32") -> np.ndarray | None:
+    """What :func:`sentence_features` would return if its cache already holds it, else None (never encodes)."""
+    folder, identity = _sentence_cache_entry(texts, encoder, dtype)
+    return feature_cache.cached_only(folder, len(texts), identity, dtype)
+
+
+def _sentence_cache_entry(texts: list[str], encoder: str | None, dtype: str) -> tuple[Path, str]:
+    """The cache folder of (encoder, every text, dtype) and the encoder's identity recorded in its manifest."""
+    identity = encoder_identity(encoder)
+    digest = hashlib.sha256(identity.encode())
+    for text in texts:
+        digest.update(text.encode("utf-8", "replace") + b"\x00")
+    key = digest.hexdigest()[:24] + ("" if dtype == "float32" else f"-{dtype}")
+    return cache_dir() / "sentence_features" / key, identity
 
 
 # -- hashed text units (DSSM letter n-grams; MGDSPR's words and character n-grams) --------------------------

@@ -42,6 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from retrieval_zoo import atomic_files
+from retrieval_zoo.data import feature_cache
 from retrieval_zoo.data.registry import cache_dir
 
 # Small open_clip configs for 32 x 32 catalogue pictures (architectures are data, as in open_clip's
@@ -244,42 +246,60 @@ def cache_key(spec: ImageEncoderSpec, images: torch.Tensor, title_tokens: torch.
 def cached_image_features(images: torch.Tensor, spec: ImageEncoderSpec,
                           title_tokens: torch.Tensor | None = None,
                           root: Path | None = None) -> tuple[np.ndarray, ExtractionStats]:
-    """Features of ``images`` (uint8 [N, 3, H, W]) from the frozen tower of ``spec``, from disk when cached."""
+    """Features of ``images`` (uint8 [N, 3, H, W]) from the frozen tower of ``spec``, from disk when cached.
+
+    Built through ``feature_cache`` in chunks (resumable after an interrupt, checked against its manifest, read
+    back as a memory map). A chunk is a whole number of encoder batches, so the vectors do not depend on where
+    an interrupted build resumed."""
     if spec.pretrain_epochs > 0 and spec.checkpoint is None and title_tokens is None:
         raise ValueError("brief pre-training (pretrain_epochs > 0) needs the catalogue's title tokens")
-    folder = (root or cache_dir() / "image_features") / cache_key(spec, images, title_tokens)
-    file = folder / "features.npy"
+    key = cache_key(spec, images, title_tokens)
+    folder = (root or cache_dir() / "image_features") / key
     started = time.perf_counter()
-    if file.exists():
-        features = np.load(file)
+    if (folder / "meta.json").exists() and not (folder / "manifest.json").exists():  # the one-matrix layout
+        features = np.load(folder / "features.npy", mmap_mode="c")
         recorded = json.loads((folder / "meta.json").read_text()).get("images_per_s")
-        return features, ExtractionStats(time.perf_counter() - started, recorded, file.stat().st_size / 2**20,
-                                         True, folder)
+        return features, _stats(started, recorded, folder, cache_hit=True)
+    encoder: dict[str, torch.nn.Module] = {}
+    encoded = {"images": 0, "seconds": 0.0}
+
+    def encode(rows: list[int]) -> np.ndarray:
+        if not encoder:  # built (and briefly pre-trained) only when some chunk is not cached yet
+            encoder["visual"] = _frozen_tower(spec, images, title_tokens)
+        chunk_started = time.perf_counter()
+        vectors = encode_images(encoder["visual"], images[rows[0] : rows[-1] + 1], spec.batch_size,
+                                spec.token_stats)
+        encoded["images"] += len(rows)
+        encoded["seconds"] += time.perf_counter() - chunk_started
+        return vectors
+
+    chunk_rows = max(feature_cache.CHUNK_ROWS // spec.batch_size, 1) * spec.batch_size
+    features = feature_cache.cached_features(folder, len(images), f"open_clip:{key}", encode,
+                                             chunk_rows=chunk_rows, label=f"image features ({spec.name})")
+    if not encoded["images"]:
+        return features, _stats(started, _recorded_rate(folder), folder, cache_hit=True)
+    rate = round(encoded["images"] / max(encoded["seconds"], 1e-9), 1)
+    atomic_files.write_json(folder / "rate.json", {"images_per_s": rate, "spec": asdict(spec)})
+    return features, _stats(started, rate, folder, cache_hit=False)
+
+
+def _frozen_tower(spec: ImageEncoderSpec, images: torch.Tensor, title_tokens: torch.Tensor | None):
     clip = build_clip(spec)
     if spec.pretrain_epochs > 0 and spec.checkpoint is None:
         pretrain_on_catalogue(clip, images, title_tokens, spec)
-    extract_started = time.perf_counter()
-    features = encode_images(clip.visual, images, spec.batch_size, spec.token_stats)
-    rate = len(images) / max(time.perf_counter() - extract_started, 1e-9)
-    _save_atomically(folder, features, {"spec": asdict(spec), "n_images": len(images),
-                                        "seconds": round(time.perf_counter() - started, 2),
-                                        "images_per_s": round(rate, 1)})
-    return features, ExtractionStats(time.perf_counter() - started, rate, file.stat().st_size / 2**20, False,
-                                     folder)
+    return clip.visual
 
 
-def _save_atomically(folder: Path, features: np.ndarray, meta: dict) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name[:40] + ".", suffix=".tmp", dir=folder.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like the other caches
-    np.save(tmp / "features.npy", features)
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+def _recorded_rate(folder: Path) -> float | None:
     try:
-        tmp.rename(folder)
-    except OSError:  # another process wrote the same key first: theirs is identical
-        import shutil
+        return json.loads((folder / "rate.json").read_text()).get("images_per_s")
+    except (OSError, ValueError):  # the rate is a report, not part of the features
+        return None
 
-        shutil.rmtree(tmp, ignore_errors=True)
+
+def _stats(started: float, rate: float | None, folder: Path, cache_hit: bool) -> ExtractionStats:
+    size = (folder / "features.npy").stat().st_size / 2**20
+    return ExtractionStats(time.perf_counter() - started, rate, size, cache_hit, folder)
 
 
 # -- what the features carry --------------------------------------------------------------------------------

@@ -144,6 +144,47 @@ def test_brief_pre_training_moves_the_tower_and_is_cached_under_its_own_key(tmp_
     np.testing.assert_array_equal(again, trained)
 
 
+class Interrupted(KeyboardInterrupt):
+    """What Ctrl-C raises, at a chosen chunk."""
+
+
+def test_an_interrupted_extraction_resumes_and_gives_the_vectors_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    from retrieval_zoo.data import feature_cache
+
+    monkeypatch.setattr(feature_cache, "CHUNK_ROWS", 8)  # 20 images in batches of 4: chunks of 8, 8 and 4
+    pictures, spec = images(n=20), ImageEncoderSpec(seed=0, batch_size=4)
+    whole, _ = cached_image_features(pictures, spec, root=tmp_path / "whole")
+    original, calls = image_features.encode_images, []
+
+    def encode_then_stop(visual, chunk, *args):
+        if len(calls) == 2:
+            raise Interrupted
+        calls.append(len(chunk))
+        return original(visual, chunk, *args)
+
+    monkeypatch.setattr(image_features, "encode_images", encode_then_stop)
+    with pytest.raises(Interrupted):
+        cached_image_features(pictures, spec, root=tmp_path / "resumed")
+    monkeypatch.setattr(image_features, "encode_images", original)
+    resumed, stats = cached_image_features(pictures, spec, root=tmp_path / "resumed")
+    assert calls == [8, 8] and not stats.cache_hit  # the third chunk was encoded by the second call
+    np.testing.assert_array_equal(resumed, whole)
+    assert cached_image_features(pictures, spec, root=tmp_path / "resumed")[1].cache_hit
+
+
+def test_an_entry_of_the_one_matrix_layout_is_still_read(tmp_path, monkeypatch):
+    import json
+
+    pictures, spec = images(n=4), ImageEncoderSpec(seed=0)
+    folder = tmp_path / image_features.cache_key(spec, pictures)
+    folder.mkdir()
+    np.save(folder / "features.npy", np.arange(8, dtype=np.float32).reshape(4, 2))
+    (folder / "meta.json").write_text(json.dumps({"images_per_s": 12.5}))
+    monkeypatch.setattr(image_features, "encode_images", lambda *args: 1 / 0)
+    features, stats = cached_image_features(pictures, spec, root=tmp_path)
+    assert stats.cache_hit and stats.images_per_s == 12.5 and features.tolist()[3] == [6.0, 7.0]
+
+
 # -- the linear probe -----------------------------------------------------------------------------------------
 def test_linear_probe_on_separable_and_uninformative_features():
     rng = np.random.default_rng(0)

@@ -1,12 +1,15 @@
-"""Frozen sentence features computed once: an on-disk cache of encoder outputs, shared by every model, variant
-and seed, built in bounded chunks that survive an interrupt.
+"""Frozen encoder outputs computed once: an on-disk cache shared by every model, variant and seed, built in
+bounded chunks that survive an interrupt. Sentence features (``text.sentence_features``: MiniLM or any
+sentence-transformers model) and open_clip image features (``models/image_features.py``) both live in it.
 
-An entry is keyed by the encoder's identity and every text it encodes (sha256), so a changed catalogue, another
-text composition (``data.features.item_text``) or another encoder never reuses stale vectors: the key is the
-text content itself, stricter than a dataset fingerprint. Its folder, under ``<cache>/sentence_features/<key>/``:
+The caller names the entry's folder and the encoder's identity. The sentence features key an entry by the
+encoder and every text it encodes (sha256), so a changed catalogue, another text composition
+(``data.features.item_text``) or another encoder never reuses stale vectors: the key is the text content itself,
+stricter than a dataset fingerprint; the image features key it by the open_clip config, weights, recipe and the
+images' content. An entry's folder (``<cache>/sentence_features/<key>/``, ``<cache>/image_features/<key>/``):
 
 - ``manifest.json``: encoder, rows, width, dtype, chunk size, and ``complete`` once the matrix is whole;
-- ``chunks/<first row>.npy`` while building: each chunk of ``chunk_rows`` texts is encoded and written (to a
+- ``chunks/<first row>.npy`` while building: each chunk of ``chunk_rows`` rows is encoded and written (to a
   process-private name, then renamed) before the next starts, so a killed build loses at most one chunk and the
   next call resumes after the last written one;
 - ``features.npy`` when complete: one ``[rows, width]`` matrix, read back as a memory map (the catalogue's
@@ -23,7 +26,8 @@ batch is gathered (``features.FeatureTable.gather``). Its rounding (relative 2^-
 scores by ~1e-4, so rankings can swap near-ties: a row made with it is a different row (it is part of the config
 and its hash).
 
-Entries written by earlier versions (one ``<key>.npy`` file) are still read.
+Sentence entries of the earlier one-file layout (``<key>.npy``) are still read here; image entries of the earlier
+one-matrix layout (``features.npy`` and ``meta.json``, no manifest) by ``image_features``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 from filelock import FileLock
+
+from retrieval_zoo import atomic_files
 
 FORMAT_VERSION = 1
 DTYPES = ("float32", "float16")
@@ -51,14 +57,12 @@ class StaleCacheEntry(ValueError):
 
 
 def cached_features(folder: Path, n_rows: int, encoder_identity: str, encode: Callable[[list[int]], np.ndarray],
-                    dtype: str = "float32", chunk_rows: int | None = None, label: str = "sentence features",
+                    dtype: str = "float32", chunk_rows: int | None = None, label: str = "features",
                     progress: bool | None = None) -> np.ndarray:
     """The ``[n_rows, width]`` matrix of the entry in ``folder``: read when complete, else built (or resumed)
     chunk by chunk with ``encode(rows) -> float32 [len(rows), width]``. Returned as a copy-on-write memory map: a
     caller that writes to it changes its own pages, never the file."""
-    if dtype not in DTYPES:
-        raise ValueError(f"sentence feature dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    wanted = {"format": FORMAT_VERSION, "encoder": encoder_identity, "rows": n_rows, "dtype": dtype}
+    wanted = _wanted(n_rows, encoder_identity, dtype)
     legacy = folder.with_suffix(".npy")
     if dtype == "float32" and legacy.exists():  # an entry of the one-file layout (float32)
         return np.load(legacy, mmap_mode="c")
@@ -79,6 +83,25 @@ def cached_features(folder: Path, n_rows: int, encoder_identity: str, encode: Ca
         # one bar over the chunks when there are several (within a chunk the encoder may show its own)
         return build_entry(folder, wanted, encode, chunk_rows, label,
                            n_rows > chunk_rows if progress is None else progress)
+
+
+def cached_only(folder: Path, n_rows: int, encoder_identity: str, dtype: str = "float32") -> np.ndarray | None:
+    """The entry's matrix if the cache holds it complete and matching, else None; never encodes, never writes
+    (for readers that must not start an hours-long build, like the scale benchmark's index check)."""
+    wanted = _wanted(n_rows, encoder_identity, dtype)
+    legacy = folder.with_suffix(".npy")
+    if dtype == "float32" and legacy.exists():
+        return np.load(legacy, mmap_mode="c")
+    try:
+        return read_entry(folder, wanted)
+    except StaleCacheEntry:
+        return None
+
+
+def _wanted(n_rows: int, encoder_identity: str, dtype: str) -> dict:
+    if dtype not in DTYPES:
+        raise ValueError(f"sentence feature dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return {"format": FORMAT_VERSION, "encoder": encoder_identity, "rows": n_rows, "dtype": dtype}
 
 
 def read_entry(folder: Path, wanted: dict) -> np.ndarray | None:
@@ -110,7 +133,7 @@ def build_entry(folder: Path, wanted: dict, encode: Callable[[list[int]], np.nda
     chunks = folder / "chunks"
     chunks.mkdir(exist_ok=True)
     manifest = {**wanted, "chunk_rows": chunk_rows, "complete": False}
-    _write_json(folder / "manifest.json", manifest)
+    atomic_files.write_json(folder / "manifest.json", manifest)
     starts = list(range(0, n_rows, chunk_rows))
     done = {start for start in starts if _chunk_is_whole(chunks / f"{start:012d}.npy", min(chunk_rows, n_rows - start))}
     if done:
@@ -127,7 +150,7 @@ def build_entry(folder: Path, wanted: dict, encode: Callable[[list[int]], np.nda
         bar.update(len(rows))
     bar.close()
     features = _join_chunks(folder, starts, n_rows, wanted["dtype"], width)
-    _write_json(folder / "manifest.json", {**manifest, "width": int(features.shape[1]), "complete": True})
+    atomic_files.write_json(folder / "manifest.json", {**manifest, "width": int(features.shape[1]), "complete": True})
     shutil.rmtree(chunks, ignore_errors=True)
     return features
 
@@ -159,12 +182,6 @@ def _join_chunks(folder: Path, starts: list[int], n_rows: int, dtype: str, width
 def _save_atomically(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
     np.save(tmp, array)
-    tmp.rename(path)
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
     tmp.rename(path)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval_zoo.data import sentence_cache, text
+from retrieval_zoo.data import feature_cache, text
 from retrieval_zoo.data.features import FeatureTable
 
 TEXTS = [f"product {i} {'red ' * (i % 5)}shoe size {i % 13}" for i in range(300)]
@@ -22,7 +22,7 @@ class Interrupted(KeyboardInterrupt):
 @pytest.fixture
 def small_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(text, "cache_dir", lambda: tmp_path / "cache")
-    monkeypatch.setattr(sentence_cache, "CHUNK_ROWS", 64)  # 300 texts: 5 chunks
+    monkeypatch.setattr(feature_cache, "CHUNK_ROWS", 64)  # 300 texts: 5 chunks
     return tmp_path / "cache" / "sentence_features"
 
 
@@ -55,7 +55,7 @@ def test_an_interrupted_build_resumes_where_it_stopped_and_gives_identical_vecto
 
     monkeypatch.undo()  # a fresh process: the real encode, nothing patched but the cache place and chunk size
     monkeypatch.setattr(text, "cache_dir", lambda: small_chunks.parent)
-    monkeypatch.setattr(sentence_cache, "CHUNK_ROWS", 64)
+    monkeypatch.setattr(feature_cache, "CHUNK_ROWS", 64)
     resumed_calls = count_encoded(monkeypatch, encoder)
     resumed = text.sentence_features(TEXTS, encoder=encoder)
     assert resumed_calls == [64, 44]  # only the two chunks the interrupt left
@@ -67,7 +67,7 @@ def test_an_interrupted_build_resumes_where_it_stopped_and_gives_identical_vecto
 
 
 def test_a_second_call_reads_the_cache_and_says_so(small_chunks, monkeypatch, capsys):
-    monkeypatch.setattr(sentence_cache, "ANNOUNCE_ROWS", 100)
+    monkeypatch.setattr(feature_cache, "ANNOUNCE_ROWS", 100)
     encode_calls = []
 
     def encode(rows):
@@ -75,8 +75,8 @@ def test_a_second_call_reads_the_cache_and_says_so(small_chunks, monkeypatch, ca
         return np.ones((len(rows), 4), dtype=np.float32) * np.asarray(rows, dtype=np.float32)[:, None]
 
     folder = small_chunks / "entry"
-    first = sentence_cache.cached_features(folder, 300, "enc", encode, progress=False)
-    second = sentence_cache.cached_features(folder, 300, "enc", encode, progress=False)
+    first = feature_cache.cached_features(folder, 300, "enc", encode, progress=False)
+    second = feature_cache.cached_features(folder, 300, "enc", encode, progress=False)
     assert encode_calls == [64, 64, 64, 64, 44]
     np.testing.assert_array_equal(first, second)
     assert second[299, 0] == 299.0 and isinstance(second, np.memmap)
@@ -85,22 +85,22 @@ def test_a_second_call_reads_the_cache_and_says_so(small_chunks, monkeypatch, ca
 
 def test_writes_to_the_returned_matrix_never_reach_the_file(small_chunks):
     folder = small_chunks / "entry"
-    features = sentence_cache.cached_features(folder, 10, "enc", lambda rows: np.ones((len(rows), 3)))
+    features = feature_cache.cached_features(folder, 10, "enc", lambda rows: np.ones((len(rows), 3)))
     features[0, 0] = 5.0
-    assert sentence_cache.cached_features(folder, 10, "enc", lambda rows: 1 / 0)[0, 0] == 1.0
+    assert feature_cache.cached_features(folder, 10, "enc", lambda rows: 1 / 0)[0, 0] == 1.0
 
 
 @pytest.mark.parametrize("damage", ["truncated", "other_rows"])
 def test_a_stale_or_damaged_entry_is_said_and_rebuilt(small_chunks, capsys, damage):
     folder = small_chunks / "entry"
-    sentence_cache.cached_features(folder, 100, "enc", lambda rows: np.zeros((len(rows), 3)))
+    feature_cache.cached_features(folder, 100, "enc", lambda rows: np.zeros((len(rows), 3)))
     if damage == "truncated":
         path = folder / "features.npy"
         path.write_bytes(path.read_bytes()[:200])
     else:  # a manifest for another request (e.g. written by another version)
         manifest = json.loads((folder / "manifest.json").read_text())
         (folder / "manifest.json").write_text(json.dumps({**manifest, "rows": 99}))
-    rebuilt = sentence_cache.cached_features(folder, 100, "enc", lambda rows: np.full((len(rows), 3), 2.0))
+    rebuilt = feature_cache.cached_features(folder, 100, "enc", lambda rows: np.full((len(rows), 3), 2.0))
     assert rebuilt.shape == (100, 3) and float(rebuilt[50, 1]) == 2.0
     assert "is stale" in capsys.readouterr().out
 
@@ -121,13 +121,13 @@ def test_float16_storage_is_upcast_when_a_batch_is_gathered(tiny_encoder, small_
 
 def test_an_unknown_dtype_is_one_line(small_chunks):
     with pytest.raises(ValueError, match="must be one of float32, float16"):
-        sentence_cache.cached_features(small_chunks / "x", 3, "enc", lambda rows: None, dtype="bfloat16")
+        feature_cache.cached_features(small_chunks / "x", 3, "enc", lambda rows: None, dtype="bfloat16")
 
 
 def test_an_entry_of_the_one_file_layout_is_still_read(small_chunks):
     small_chunks.mkdir(parents=True)
     np.save(small_chunks / "abc.npy", np.arange(6, dtype=np.float32).reshape(3, 2))
-    features = sentence_cache.cached_features(small_chunks / "abc", 3, "enc", lambda rows: 1 / 0)
+    features = feature_cache.cached_features(small_chunks / "abc", 3, "enc", lambda rows: 1 / 0)
     assert features.tolist() == [[0, 1], [2, 3], [4, 5]]
 
 
@@ -139,3 +139,13 @@ def test_a_catalogue_within_one_chunk_gets_exactly_one_encode_calls_vectors(tiny
     one_call = text.sentence_transformer(encoder).encode(TEXTS, batch_size=256, convert_to_numpy=True,
                                                          normalize_embeddings=True)
     np.testing.assert_array_equal(text.sentence_features(TEXTS, encoder=encoder), one_call.astype(np.float32))
+
+
+def test_a_read_only_lookup_never_encodes_nor_starts_an_entry(tiny_encoder, small_chunks, monkeypatch):
+    encoder = str(tiny_encoder)
+    calls = count_encoded(monkeypatch, encoder)
+    assert text.cached_sentence_features(TEXTS, encoder=encoder) is None
+    assert calls == [] and not small_chunks.exists()  # no folder, no manifest a later build would have to judge
+    built = text.sentence_features(TEXTS, encoder=encoder)
+    np.testing.assert_array_equal(text.cached_sentence_features(TEXTS, encoder=encoder), built)
+    assert text.cached_sentence_features(TEXTS, encoder=encoder, dtype="float16") is None  # another entry
