@@ -129,8 +129,16 @@ def generate(raw: Path, args: argparse.Namespace) -> None:
     corpus = word_corpus(rng)
     ids = write_products(raw / PRODUCTS_FILE, args.products, args.other_locales, args.row_group_rows, rng, corpus)
     write_examples(raw / EXAMPLES_FILE, args.judgments, ids, rng, corpus)
-    # Synthetic files match no official checksum: an empty sums file makes the loader only warn.
-    (raw / "SHA256SUMS").write_text("# synthetic benchmark files: no recorded sums\n")
+    record_sums(raw)
+
+
+def record_sums(raw: Path) -> None:
+    """The generated files' own sums, so the loader verifies them instead of warning on every load that the
+    official sums (which synthetic files cannot match) do not list them."""
+    from retrieval_zoo.data.checks import cached_sha256
+
+    lines = [f"{cached_sha256(raw / name)}  {name}" for name in (PRODUCTS_FILE, EXAMPLES_FILE)]
+    (raw / "SHA256SUMS").write_text("# synthetic benchmark files, as generated\n" + "\n".join(lines) + "\n")
 
 
 def main() -> None:

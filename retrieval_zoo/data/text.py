@@ -285,25 +285,28 @@ class UnitHasher:
         """int64 [len(unit_lists), max_length]: each list's first ``max_length`` ids, right-padded with 0."""
         return self.encode_texts(unit_lists, lambda units: units, max_length)
 
-    def encode_texts(self, texts: Sequence, units_of: Callable[[Any], Iterable[str]], max_length: int) -> np.ndarray:
+    def encode_texts(self, texts: Sequence, units_of: Callable[[Any], Iterable[str]], max_length: int,
+                     dtype: type = np.int64) -> np.ndarray:
         """``encode`` of ``units_of(text)`` for each text, one text at a time: the unit lists of a whole catalogue
-        (hundreds of strings per product) never exist at once, and units past ``max_length`` are never made."""
-        ids = np.zeros((len(texts), max_length), dtype=np.int64)
+        (hundreds of strings per product) never exist at once, and units past ``max_length`` are never made.
+        ``dtype`` int32 halves a catalogue's table (the ids are below the bucket count)."""
+        ids = np.zeros((len(texts), max_length), dtype=dtype)
         for row, text in enumerate(texts):
             hashed = [self(u) for u in itertools.islice(units_of(text), max_length)]
             ids[row, : len(hashed)] = hashed
         return ids
 
 
-def hashed_ngrams(texts: list[str], n_buckets: int, max_length: int, char_n: int = 3) -> np.ndarray:
+def hashed_ngrams(texts: list[str], n_buckets: int, max_length: int, char_n: int = 3,
+                  dtype: type = np.int64) -> np.ndarray:
     """DSSM-style letter-n-gram hashing: word ids plus '#word#' character n-grams, hashed into buckets.
 
     Words are split on whitespace; each contributes ``"w:" + word`` and its letter n-grams. Ids start at 1 so
-    0 stays padding. int64 [n, max_length].
+    0 stays padding. ``dtype`` (int64) [n, max_length].
     """
     def grams(text: str) -> Iterator[str]:
         for word in text.lower().split():
             yield "w:" + word
             yield from letter_ngrams(word, char_n)
 
-    return UnitHasher(n_buckets).encode_texts(texts, grams, max_length)
+    return UnitHasher(n_buckets).encode_texts(texts, grams, max_length, dtype)

@@ -597,7 +597,7 @@ class MGDSPRItemTower(nn.Module):
     def encode_indices(self, items: torch.Tensor) -> torch.Tensor:
         """Id + title part of catalogue items given by index (behaviour items), each distinct item once."""
         distinct, inverse = torch.unique(items, return_inverse=True)
-        return self.encode(distinct, self.items.title_words_of[distinct])[inverse]
+        return self.encode(distinct, self.items.title_words_of[distinct].long())[inverse]  # stored as int32
 
 
 # ================================================================================================
@@ -664,6 +664,6 @@ class MGDSPR(TwoTowerModel):
             units.add("mgdspr_hist_words", history_rows(units.tensors["hist_query_tokens"],
                                                         units.tensors["query_tokens"], unit_words))
         catalog.add("mgdspr_title_words",
-                    self.word_hasher.encode_texts(catalog.texts, words_of, self.title_max_words))
+                    self.word_hasher.encode_texts(catalog.texts, words_of, self.title_max_words, np.int32))
         if not self.items.built:
             self.items.build(catalog)

@@ -399,8 +399,9 @@ class MRSE(TwoTowerModel):
         if not self.use_image:
             return
         if "item_image_features" not in catalog.tensors and "item_image" in catalog.tensors:
+            tokens = catalog.tensors.get("item_tokens")  # int64, as the image cache's keys were made with
             features, stats = cached_image_features(catalog.tensors["item_image"], self.image_spec,
-                                                    catalog.tensors.get("item_tokens"))
+                                                    None if tokens is None else tokens.long())
             catalog.add("item_image_features", torch.as_tensor(features))
             self.extra_costs = {"image_features_per_s": stats.images_per_s, "image_cache_mb": round(stats.cache_mb, 2),
                                 "image_cache_hit": stats.cache_hit, "image_seconds": round(stats.seconds, 2)}
