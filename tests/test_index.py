@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
-from retrieval_zoo.index import build_index, chosen_factory, index_and_search, search
+from retrieval_zoo.index import build_index, chosen_factory, index_and_search, search, serialized_bytes
 
 
 def test_flat_index_is_exact_inner_product_search():
@@ -49,3 +50,10 @@ def test_an_approximate_index_is_chosen_above_the_configured_catalogue_size():
     assert chosen_factory(section, 1000) == "Flat" and chosen_factory(section, 1001) == "HNSW32"
     assert chosen_factory({**section, "approximate_above": None}, 10**9) == "Flat"  # null: always exact
     assert chosen_factory({"factory": "Flat"}, 10**9) == "Flat"  # configs from before the keys
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF8,Flat"])
+def test_the_reported_index_size_is_what_faiss_serialises(factory):
+    vectors = np.random.default_rng(0).standard_normal((500, 16)).astype(np.float32)
+    index = build_index(vectors, factory)
+    assert serialized_bytes(index) == faiss.serialize_index(index).nbytes > 500 * 16 * 4
