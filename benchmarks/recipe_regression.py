@@ -37,12 +37,20 @@ def board_at(commit: str) -> pl.DataFrame:
 def row_means(board: pl.DataFrame) -> pl.DataFrame:
     recipe = pl.col("recipe") if "recipe" in board.columns else pl.lit(None, pl.Utf8)
     return (board.filter(pl.col("dataset").str.starts_with("simshop"))
-            .group_by(KEY).agg(pl.col("ndcg@10").cast(pl.Float64).mean().alias("ndcg@10"), pl.len().alias("seeds"),
+            .group_by(KEY).agg(pl.col("ndcg@10").cast(pl.Float64).mean().alias("ndcg@10"),
+                               _mean_or_null(board, "p_recall@100"), pl.len().alias("seeds"),
                                (recipe.fill_null("") == RECIPE).all().alias("current")))
 
 
+def _mean_or_null(board: pl.DataFrame, metric: str) -> pl.Expr:
+    """The personalised recall (behaviour data only) beside the headline metric, for the cards' claims."""
+    value = pl.col(metric).cast(pl.Float64) if metric in board.columns else pl.lit(None, pl.Float64)
+    return value.mean().alias(metric)
+
+
 def compare(before: pl.DataFrame, now: pl.DataFrame) -> pl.DataFrame:
-    joined = now.join(before.select(*KEY, pl.col("ndcg@10").alias("before")), on=KEY, how="left")
+    joined = now.join(before.select(*KEY, pl.col("ndcg@10").alias("before"),
+                                    pl.col("p_recall@100").alias("p_recall@100 before")), on=KEY, how="left")
     change = pl.col("ndcg@10") - pl.col("before")
     return joined.with_columns(change.alias("change")).with_columns(
         pl.when(~pl.col("current")).then(pl.lit("not rerun"))
@@ -55,16 +63,22 @@ def markdown(table: pl.DataFrame, against: str) -> str:
     lines = [f"# simshop rows under the {RECIPE} recipe vs the board before commit {against}", "",
              f"Mean NDCG@10 over seeds; a rerun row fails when it drops by more than {TOLERANCE}. "
              "Made by `python benchmarks/recipe_regression.py`.", "",
-             "| dataset | model/variant | seeds | before | now | change | verdict |", "|---|---|---|---|---|---|---|"]
+             "| dataset | model/variant | seeds | before | now | change | verdict | p_recall@100 before | now |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in table.iter_rows(named=True):
         before = "–" if row["before"] is None else f"{row['before']:.4f}"
         change = "–" if row["change"] is None or not row["current"] else f"{row['change']:+.4f}"
         now = f"{row['ndcg@10']:.4f}" if row["current"] else "(old recipe)"
+        personal = [_number(row["p_recall@100 before"]), _number(row["p_recall@100"]) if row["current"] else "–"]
         lines.append(f"| {row['dataset']} | {row['model']}/{row['variant']} | {row['seeds']} | {before} | {now} | "
-                     f"{change} | {row['verdict']} |")
+                     f"{change} | {row['verdict']} | {personal[0]} | {personal[1]} |")
     counts = table["verdict"].value_counts().sort("verdict")
     lines += ["", "Verdicts: " + ", ".join(f"{v} {n}" for v, n in counts.iter_rows()) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
 
 
 def main() -> None:

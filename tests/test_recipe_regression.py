@@ -25,4 +25,4 @@ def test_a_rerun_row_that_drops_fails_and_old_recipe_rows_are_not_judged(regress
     table = regression.compare(regression.row_means(before), regression.row_means(now))
     verdicts = dict(zip(table["model"], table["verdict"], strict=True))
     assert verdicts == {"bm25": "DROPPED", "mgdspr": "ok", "mrse": "not rerun", "mmse": "new row"}
-    assert "| simshop | bm25/default | 2 | 0.8900 | 0.8800 | -0.0100 | DROPPED |" in regression.markdown(table, "x")
+    assert "| simshop | bm25/default | 2 | 0.8900 | 0.8800 | -0.0100 | DROPPED | – | – |" in regression.markdown(table, "x")
