@@ -63,9 +63,9 @@ def cached_features(folder: Path, n_rows: int, encoder_identity: str, encode: Ca
     chunk by chunk with ``encode(rows) -> float32 [len(rows), width]``. Returned as a copy-on-write memory map: a
     caller that writes to it changes its own pages, never the file."""
     wanted = _wanted(n_rows, encoder_identity, dtype)
-    legacy = folder.with_suffix(".npy")
-    if dtype == "float32" and legacy.exists():  # an entry of the one-file layout (float32)
-        return np.load(legacy, mmap_mode="c")
+    legacy = _legacy_entry(folder, dtype)
+    if legacy is not None:
+        return legacy
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(folder / ".lock"):
         try:
@@ -89,13 +89,19 @@ def cached_only(folder: Path, n_rows: int, encoder_identity: str, dtype: str = "
     """The entry's matrix if the cache holds it complete and matching, else None; never encodes, never writes
     (for readers that must not start an hours-long build, like the scale benchmark's index check)."""
     wanted = _wanted(n_rows, encoder_identity, dtype)
-    legacy = folder.with_suffix(".npy")
-    if dtype == "float32" and legacy.exists():
-        return np.load(legacy, mmap_mode="c")
+    legacy = _legacy_entry(folder, dtype)
+    if legacy is not None:
+        return legacy
     try:
         return read_entry(folder, wanted)
     except StaleCacheEntry:
         return None
+
+
+def _legacy_entry(folder: Path, dtype: str) -> np.ndarray | None:
+    """The matrix of an entry of the one-file layout (``<key>.npy``, always float32), if there is one."""
+    legacy = folder.with_suffix(".npy")
+    return np.load(legacy, mmap_mode="c") if dtype == "float32" and legacy.exists() else None
 
 
 def _wanted(n_rows: int, encoder_identity: str, dtype: str) -> dict:
