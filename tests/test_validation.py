@@ -98,3 +98,48 @@ def test_icecat_folds_select_on_an_inner_fold_never_the_test_fold(tiny):
     view = fold_view(dataset, 4)
     splits = view.queries.group_by("fold").agg(pl.col("split").unique()).sort("fold")
     assert splits["split"].to_list() == [["valid"], ["train"], ["train"], ["train"], ["test"]]
+
+
+def test_the_test_search_reuses_the_selected_checks_catalogue_vectors_exactly(tiny, tmp_path, monkeypatch):
+    """The catalogue is encoded once per check and never again for the test search, and the test metrics are
+    those of a run that encodes the selected state afresh (the reuse switched off)."""
+    from retrieval_zoo.models.base import RetrievalModule
+    from retrieval_zoo.validation import RetrievalValidation
+
+    encodes = []
+    encode_catalog = RetrievalModule.encode_catalog
+
+    def counted(self, *args, **kwargs):
+        encodes.append(1)
+        return encode_catalog(self, *args, **kwargs)
+
+    monkeypatch.setattr(RetrievalModule, "encode_catalog", counted)
+    overrides = ["trainer.max_epochs=3", "validation.patience=3"]
+    [reused] = rz.run_benchmark("light_two_tower", tiny, overrides=overrides, results_dir=tmp_path / "a", **QUIET)
+    assert len(encodes) == len(_curve(reused)) == 4  # the start and three epochs; none for the test search
+    assert reused.costs["best_epoch"] >= 1
+
+    monkeypatch.setattr(RetrievalValidation, "catalogue_of", lambda self, epoch: None)
+    [fresh] = rz.run_benchmark("light_two_tower", tiny, overrides=overrides, results_dir=tmp_path / "b", **QUIET)
+    assert len(encodes) == 4 + 4 + 1
+    assert fresh.costs["best_epoch"] == reused.costs["best_epoch"]
+    for metric, value in fresh.metrics.items():
+        assert reused.metrics[metric] == value or (np.isnan(value) and np.isnan(reused.metrics[metric])), metric
+
+
+def test_only_the_checks_selection_can_still_pick_keep_their_vectors(tmp_path):
+    from retrieval_zoo.validation import RetrievalValidation
+
+    validation = RetrievalValidation.__new__(RetrievalValidation)
+    validation.settings, validation.checkpoint_dir, validation.keep_catalogue = ValidationSettings(), tmp_path, True
+    validation.curve, validation.encode_seconds = [], {}
+    for epoch, score in enumerate([0.5, 0.3, 0.6, 0.6 - 1e-8, 0.4, float("nan")]):
+        np.save(validation._catalogue_path(epoch), np.full((2, 2), epoch, dtype=np.float32))
+        validation.curve.append({"epoch": epoch, "ndcg@10": score})
+        validation.encode_seconds[epoch] = 1.0
+        validation._drop_unselectable_catalogues()
+    kept = sorted(int(path.stem.removeprefix("catalogue-epoch")) for path in tmp_path.glob("catalogue-*.npy"))
+    assert kept == [0, 2, 3]  # the start, the best, and a check within float32 rounding of it
+    vectors, seconds = validation.catalogue_of(2)
+    assert vectors[0, 0] == 2 and seconds == 1.0
+    assert validation.catalogue_of(1) is None
