@@ -266,10 +266,9 @@ def plot_curve(name: str, curve: dict, table: pl.DataFrame, path: Path) -> None:
         axis.legend(fontsize=7)
     figure.suptitle(curve.get("title", name), fontsize=10)
     figure.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    figure.savefig(tmp, dpi=110, metadata={"Software": None})
+    with atomic_files.replacing(path) as tmp:
+        figure.savefig(tmp, dpi=110, metadata={"Software": None})
     plt.close(figure)
-    tmp.replace(path)
 
 
 def markdown(plan: dict, tables: dict[str, pl.DataFrame], claims: pl.DataFrame, results_dir: Path) -> str:

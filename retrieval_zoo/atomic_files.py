@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +33,20 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, payload: Any, indent: int | None = 2) -> None:
     write_text(path, json.dumps(payload, indent=indent, sort_keys=True, default=str))
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary sibling of ``path`` for writers that want a file name (``np.save``, ``savefig``,
+    ``open_memmap``); it replaces ``path`` when the block ends without an error and is removed otherwise.
+
+    The temporary name keeps ``path``'s suffix (``x.<pid>.tmp.npy``), so writers that pick the format from the
+    name, or append one, write exactly that file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -33,7 +33,6 @@ one-matrix layout (``features.npy`` and ``meta.json``, no manifest) by ``image_f
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -174,21 +173,19 @@ def _join_chunks(folder: Path, starts: list[int], n_rows: int, dtype: str, width
     chunks = folder / "chunks"
     if width is None:  # every chunk came from an earlier, interrupted build
         width = np.load(chunks / f"{starts[0]:012d}.npy", mmap_mode="c").shape[1] if starts else 0
-    tmp = folder / f"features.{os.getpid()}.tmp.npy"
-    joined = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_rows, width))
-    for start in starts:
-        part = np.load(chunks / f"{start:012d}.npy")
-        joined[start : start + len(part)] = part
-    joined.flush()
-    del joined
-    tmp.rename(folder / "features.npy")
+    with atomic_files.replacing(folder / "features.npy") as tmp:
+        joined = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_rows, width))
+        for start in starts:
+            part = np.load(chunks / f"{start:012d}.npy")
+            joined[start : start + len(part)] = part
+        joined.flush()
+        del joined
     return np.load(folder / "features.npy", mmap_mode="c")
 
 
 def _save_atomically(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, array)
-    tmp.rename(path)
+    with atomic_files.replacing(path) as tmp:
+        np.save(tmp, array)
 
 
 def _progress_bar(total: int, done: int, label: str, show: bool):
