@@ -109,16 +109,12 @@ def refresh_claims(claims_file: str | Path, results_dir: str | Path = "results")
 
 def _refresh_claims(claims_file: Path, results_dir: Path) -> str:
     from retrieval_zoo import atomic_files
-    from retrieval_zoo.data.registry import load_dataset
     from retrieval_zoo.reports import read_leaderboard, write_markdown
     from retrieval_zoo.significance import check_claims
 
     board = read_leaderboard(results_dir)
-    specs = dict(zip(board["dataset"].to_list(), board["dataset_spec"].to_list(), strict=True)) \
-        if "dataset_spec" in board.columns else {}
     previous = results_dir / "claims.csv"
-    claims = check_claims(claims_file, board, lambda slug: load_dataset(specs.get(slug, slug)),
-                          known=pl.read_csv(previous) if previous.exists() else None, results_dir=results_dir)
+    claims = check_claims(claims_file, board, known=pl.read_csv(previous) if previous.exists() else None, results_dir=results_dir)
     if claims.height:
         atomic_files.write_text(results_dir / "claims.csv", claims.write_csv())
     write_markdown(results_dir, board)

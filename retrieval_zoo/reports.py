@@ -173,6 +173,7 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
         lines += [f"† made under an earlier training recipe than the current one ({RECIPE}: model selection on "
                   "valid, one epoch budget, graded positives, mined negatives, the composed item text); not "
                   "comparable with the other rows until rerun (`make leaderboard`).", ""]
+    lines += _untested_note(board)
     lines += _group_section(board)
     if claims is not None and claims.height and dataset in claims["dataset"].to_list():
         lines += _claims_section(claims.filter(pl.col("dataset") == dataset))
@@ -232,6 +233,20 @@ def _mean_sd(mean: Any, sd: Any) -> str:
     if sd is None or (isinstance(sd, float) and np.isnan(sd)):
         return f"{mean:.4f}"
     return f"{mean:.4f} ± {sd:.4f}"
+
+
+def _untested_note(board: pl.DataFrame) -> list[str]:
+    """Say which zoo rows carry no ▲/▼/≈ because they could not be tested (their saved scores are gone)."""
+    if "compared_to" not in board.columns:
+        return []
+    untested = board.filter(pl.col("compared_to").cast(pl.Utf8).str.contains("not tested"))
+    if not untested.height:
+        return []
+    names = sorted(set(zip(untested["model"].to_list(), untested["variant"].to_list(), strict=True)))
+    baseline = untested["compared_to"].cast(pl.Utf8)[0].split(" (")[0]
+    return [f"Not tested against {baseline} (no mark): {', '.join(f'{m}/{v}' for m, v in names)}; their run "
+            "folders predate the committed per-query scores (results/runs/**/per_query.parquet). Rerun them to "
+            "test.", ""]
 
 
 def _stale_rows(board: pl.DataFrame) -> set[tuple[str, str]]:

@@ -53,6 +53,7 @@ from retrieval_zoo.validation import (
     RetrievalValidation,
     Selection,
     ValidationSettings,
+    ValidScorer,
     select_best,
     selection_callbacks,
     valid_sample,
@@ -363,7 +364,7 @@ def train_and_search(config: dict[str, Any], dataset: ProductSearchDataset, seed
         scores, indices, costs, score_pairs = _dense_search(model, datamodule, test, config, seed, loggers,
                                                             progress, k)
     else:
-        scores, indices, costs, score_pairs = _retriever_search(model, datamodule, test, k)
+        scores, indices, costs, score_pairs = _retriever_search(model, datamodule, test, k, config)
     units = datamodule.units
     unit_ids = [units.unit_ids[i] for i in test]
     run = run_from_topk(unit_ids, datamodule.catalog.product_ids, scores, indices)
@@ -455,11 +456,18 @@ def _validation(config: dict[str, Any], datamodule: RetrievalDataModule, seed: i
                 checkpoints: Path) -> RetrievalValidation | None:
     """The retrieval-metric validation of this run, or None (switched off, or no valid unit to score)."""
     settings = validation_settings(config)
-    units = datamodule.units
-    valid = valid_sample(units.unit_ids, units.indices_of_split("valid"), settings.max_queries)
-    if not settings.enabled or len(valid) == 0:
+    valid = _valid_units(settings, datamodule)
+    if len(valid) == 0:
         return None
     return RetrievalValidation(datamodule, valid, settings, config["index"], seed, checkpoints)
+
+
+def _valid_units(settings: ValidationSettings, datamodule: RetrievalDataModule) -> np.ndarray:
+    """The valid units model selection scores (none when validation is switched off)."""
+    units = datamodule.units
+    if not settings.enabled:
+        return np.array([], dtype=np.int64)
+    return valid_sample(units.unit_ids, units.indices_of_split("valid"), settings.max_queries)
 
 
 def _selection_costs(selection: Selection | None) -> dict[str, Any]:
@@ -475,8 +483,9 @@ def _model_costs(model) -> dict[str, Any]:
     return dict(getattr(model, "extra_costs", {}) or {})
 
 
-def _retriever_search(retriever, datamodule: RetrievalDataModule, test: np.ndarray, k: int):
-    retriever.index(datamodule)
+def _retriever_search(retriever, datamodule: RetrievalDataModule, test: np.ndarray, k: int,
+                      config: dict[str, Any]):
+    selection_costs = index_retriever(retriever, datamodule, config)
     texts = [datamodule.units.texts[i] for i in test]
     started = time.perf_counter()
     scores, indices = retriever.retrieve(texts, k)
@@ -485,12 +494,31 @@ def _retriever_search(retriever, datamodule: RetrievalDataModule, test: np.ndarr
              "encode_items_per_s": round(retriever.n_items / retriever.index_seconds, 1),
              "query_latency_ms": round(1000 * seconds / len(test), 3), "index": "bm25s (sparse)",
              "index_seconds": round(retriever.index_seconds, 2), "search_seconds": round(seconds, 2),
-             "index_mb": None, "catalogue_size": retriever.n_items, "test_units": len(test)}
+             "index_mb": None, "catalogue_size": retriever.n_items, "test_units": len(test), **selection_costs}
 
     def score_pairs(unit_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
         return retriever.score_pairs(texts, unit_rows, item_rows)
 
     return scores, indices, costs, score_pairs
+
+
+def index_retriever(retriever, datamodule: RetrievalDataModule, config: dict[str, Any]) -> dict[str, Any]:
+    """Index the catalogue for a sparse retriever, its text chosen on valid where it has choices (BM25's
+    ``item_text_choices``): the costs of that choice, {} without one (no choices, or no valid units).
+    Deterministic, so ``serving`` rebuilds a finished run's index with the same call."""
+    settings = validation_settings(config)
+    valid = _valid_units(settings, datamodule)
+    if not getattr(retriever, "item_text_choices", None) or len(valid) == 0:
+        retriever.index(datamodule)
+        return {}
+    started = time.perf_counter()
+    scorer = ValidScorer(datamodule, valid, settings.metrics)
+    valid_texts = [datamodule.units.texts[i] for i in valid]
+    tried = retriever.select_item_text(datamodule, valid_texts, min(settings.k, len(datamodule.catalog.product_ids)),
+                                       lambda scores, indices: scorer.score(scores, indices)[settings.monitor])
+    chosen = max(tried, key=lambda choice: choice.score)  # max keeps the first of equal scores, as the selection
+    return {"validation_seconds": round(time.perf_counter() - started, 2), "item_text_choice": chosen.name,
+            f"item_text_valid_{settings.monitor}": ", ".join(f"{c.name} {c.score:.4f}" for c in tried)}
 
 
 def _trainer(trainer_config: dict[str, Any], loggers: list, progress: bool,
@@ -512,7 +540,7 @@ def _trainer(trainer_config: dict[str, Any], loggers: list, progress: bool,
 
 
 def _merge_costs(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Folds of a cross-validation: seconds add up, rates and sizes are averaged."""
+    """Folds of a cross-validation: seconds add up, rates and sizes are averaged, differing texts are listed."""
     if len(parts) == 1:
         return parts[0]
     merged: dict[str, Any] = {}
@@ -521,6 +549,8 @@ def _merge_costs(parts: list[dict[str, Any]]) -> dict[str, Any]:
         if isinstance(value, (int, float)) and all(isinstance(v, (int, float)) for v in values):
             merged[key] = round(sum(values), 2) if key.endswith("_seconds") or key == "test_units" else round(
                 float(np.mean(values)), 3)
+        elif isinstance(value, str) and len(set(values)) > 1:  # e.g. a choice made per fold: each fold's, in order
+            merged[key] = " | ".join(str(v) for v in values)
         else:
             merged[key] = value
     merged["folds"] = len(parts)

@@ -157,7 +157,13 @@ class ServedModel:
     @classmethod
     def from_run(cls, run_dir: Path, config: dict[str, Any], data: ProductSearchDataset, seed: int, fold: int,
                  device: str | torch.device | None) -> ServedModel:
-        from retrieval_zoo.runner import data_settings, fold_view, validation_settings, with_valid_split
+        from retrieval_zoo.runner import (
+            data_settings,
+            fold_view,
+            index_retriever,
+            validation_settings,
+            with_valid_split,
+        )
 
         selection = validation_settings(config)
         data = with_valid_split(data, selection.valid_fraction if selection.enabled else 0.0)
@@ -186,8 +192,8 @@ class ServedModel:
             extras = set(datamodule.units.tensors) - before
             _load_state(model, state, config["name"])
             model.to(device).eval()
-        else:
-            model.index(datamodule)
+        else:  # the text the run chose on valid, chosen again (same data, same valid units)
+            index_retriever(model, datamodule, config)
         return cls(run_dir, config, data, seed, fields, datamodule.catalog, datamodule, model, state, device, extras)
 
     @property
@@ -232,6 +238,7 @@ class ServedModel:
             retriever = _built(self.config, self.seed)
             datamodule = RetrievalDataModule(catalogue, item_fields, settings, self.seed)
             datamodule.catalog = catalog  # a built catalogue: setup does nothing more
+            retriever.item_text_change = self._model.item_text_change  # the text the run chose on valid
             retriever.index(datamodule)
             return ServedModel(self.run_dir, self.config, catalogue, self.seed, self.fields, catalog, None,
                                retriever, None, self.device, set())

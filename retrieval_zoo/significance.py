@@ -1,8 +1,11 @@
 """Query-level significance tests with ranx: zoo models against the best baseline, and the papers' claims.
 
-Both read the ranked runs that each benchmark run saved in its folder (``run.parquet`` and ``units.parquet``)
-and compare seed-matched runs with ``ranx.compare`` (paired Student t-test over queries). A difference is
-called significant only if it is in every seed (the largest p over seeds is reported).
+Both read the per-query metric values each benchmark run saved in its folder (``per_query.parquet``, with
+``units.parquet`` for query groups and ``metrics.json``: ``SCORE_FILES``, committed with the board while the
+ranked runs are not) and compare seed-matched runs with ranx's paired Student t-test over queries
+(``evaluation.per_query_p_value``, the p-value ``ranx.compare`` gives on the ranked runs). So a fresh clone
+can still test a new row against the rows already on the board. A difference is called significant only if it
+is in every seed (the largest p over seeds is reported).
 """
 
 from __future__ import annotations
@@ -16,7 +19,12 @@ import polars as pl
 import yaml
 
 from retrieval_zoo.data.dataset import ProductSearchDataset
-from retrieval_zoo.evaluation import EvaluationTargets, build_targets, relative_change, significance
+from retrieval_zoo.evaluation import (
+    EvaluationTargets,
+    build_targets,
+    per_query_p_value,
+    relative_change,
+)
 
 BASELINE_METRICS = ["ndcg@10", "recall@100"]
 
@@ -36,6 +44,34 @@ def load_saved_run(run_dir: str | Path) -> SavedRun | None:
         return None
     return SavedRun(pl.read_parquet(run_dir / "run.parquet"), pl.read_parquet(run_dir / "units.parquet"),
                     json.loads((run_dir / "metrics.json").read_text()))
+
+
+# the files of a run folder that significance tests read; .gitignore keeps them (and only them) under results/runs
+SCORE_FILES = ("per_query.parquet", "units.parquet", "metrics.json")
+
+
+@dataclass
+class SavedScores:
+    """A run's per-query metric values, its units (query groups) and its mean metrics."""
+
+    per_query: pl.DataFrame
+    units: pl.DataFrame
+    metrics: dict[str, float]
+
+    def group_units(self, group: str | None) -> pl.Series | None:
+        """The unit ids of a query group (None: every unit)."""
+        return None if group is None else self.units.filter(pl.col("group") == group)["unit_id"]
+
+
+def load_saved_scores(run_dir: str | Path) -> SavedScores | None:
+    """The ``SCORE_FILES`` of a run folder, or None when any is missing."""
+    import json
+
+    run_dir = Path(run_dir)
+    if not all((run_dir / name).exists() for name in SCORE_FILES):
+        return None
+    return SavedScores(pl.read_parquet(run_dir / "per_query.parquet"), pl.read_parquet(run_dir / "units.parquet"),
+                       json.loads((run_dir / "metrics.json").read_text()))
 
 
 def saved_targets(run_dir: str | Path) -> EvaluationTargets | None:
@@ -64,34 +100,28 @@ def best_baseline(board: pl.DataFrame, dataset: str, metric: str = "ndcg@10") ->
     return means["model"][0], means["variant"][0]
 
 
-def compare_with_baseline(targets: EvaluationTargets, run: pl.DataFrame, metrics: dict[str, float],
-                          baseline_dir: Path) -> dict[str, Any]:
-    """Per-metric p-value and direction of this run against a saved baseline run of the same seed."""
-    saved = load_saved_run(baseline_dir)
-    if saved is None:
-        return {}
+def compare_with_baseline(own: SavedScores, baseline: SavedScores) -> dict[str, Any]:
+    """Per-metric p-value and direction of a run against a baseline run of the same seed."""
     found: dict[str, Any] = {}
     for metric in BASELINE_METRICS:
-        if metric not in metrics or metric not in saved.metrics:
+        if metric not in own.metrics or metric not in baseline.metrics:
             continue
-        p = significance(targets, run, saved.run, metric)
-        found[f"pval_{metric}"] = p
-        found[f"dir_{metric}"] = int(np.sign(metrics[metric] - saved.metrics[metric]))
+        found[f"pval_{metric}"] = per_query_p_value(own.per_query, baseline.per_query, metric)
+        found[f"dir_{metric}"] = int(np.sign(own.metrics[metric] - baseline.metrics[metric]))
     return found
 
 
 TEST_COLUMNS = [*(f"{kind}_{m}" for m in BASELINE_METRICS for kind in ("pval", "dir")), "compared_to"]
 
 
-def baseline_tests(board: pl.DataFrame, results_dir: Path, new_keys: set[tuple[str, str, str, int]],
-                   load_dataset=None) -> pl.DataFrame:
+def baseline_tests(board: pl.DataFrame, results_dir: Path, new_keys: set[tuple[str, str, str, int]]
+                   ) -> pl.DataFrame:
     """The board with every zoo row tested against its dataset's best baseline *as the board now stands*, so the
     marks do not depend on the order the runs were made in. A row is (re)tested when it is new, when its
     dataset's best baseline changed, or when that baseline's runs were redone; the others keep their test.
     Tests read the saved run folders (the judgments from ``qrels.parquet``, or from the dataset for folders
     made before it existed); a row whose folders are gone says so in ``compared_to``."""
     updates = []
-    datasets: dict[str, Any] = {}
     for dataset in board["dataset"].unique().sort().to_list():
         rows = board.filter(pl.col("dataset") == dataset)
         best = best_baseline(rows, dataset)
@@ -102,7 +132,7 @@ def baseline_tests(board: pl.DataFrame, results_dir: Path, new_keys: set[tuple[s
             tested_against = str(row.get("compared_to") or "").split(" (")[0] or None
             if key not in new_keys and not best_redone and tested_against == name:
                 continue
-            found = _test_row(row, best, results_dir, datasets, load_dataset) if best else {}
+            found = _test_row(row, best, results_dir) if best else {}
             updates.append({"dataset": key[0], "model": key[1], "variant": key[2], "seed": str(key[3]),
                             **{c: None for c in TEST_COLUMNS}, **found})
     if not updates:
@@ -116,27 +146,18 @@ def baseline_tests(board: pl.DataFrame, results_dir: Path, new_keys: set[tuple[s
     return board.update(fresh, on=keys, include_nulls=True)
 
 
-def _test_row(row: dict[str, Any], best: tuple[str, str], results_dir: Path, datasets: dict,
-              load_dataset) -> dict[str, Any]:
+def _test_row(row: dict[str, Any], best: tuple[str, str], results_dir: Path) -> dict[str, Any]:
     name = f"{best[0]}/{best[1]}"
     own = run_folder(results_dir, row)
     other = run_folder(results_dir, {**row, "model": best[0], "variant": best[1]})
-    saved = load_saved_run(own)
-    if saved is None or load_saved_run(other) is None:
+    saved, baseline = load_saved_scores(own), load_saved_scores(other)
+    if saved is None or baseline is None:
         missing = own if saved is None else other
         print(f"warning: {row['dataset']} {row['model']}/{row['variant']} seed {row['seed']}: no significance "
-              f"test against the best baseline {name}: the run folder {missing} is missing (rerun it)")
+              f"test against the best baseline {name}: the run folder {missing} lacks {', '.join(SCORE_FILES)} "
+              "(rerun it)")
         return {"compared_to": f"{name} (run folder missing: not tested)"}
-    targets = saved_targets(own)
-    if targets is None:
-        spec = row.get("dataset_spec") or row["dataset"]
-        if load_dataset is None:
-            from retrieval_zoo.data.registry import load_dataset
-        if spec not in datasets:
-            datasets[spec] = load_dataset(spec)
-        targets = targets_for(datasets[spec], saved.units)
-    found = compare_with_baseline(targets, saved.run, saved.metrics, other)
-    return {**{k: str(v) for k, v in found.items()}, "compared_to": name}
+    return {**{k: str(v) for k, v in compare_with_baseline(saved, baseline).items()}, "compared_to": name}
 
 
 # -- claims ---------------------------------------------------------------------------------------------------
@@ -147,7 +168,7 @@ def read_claims(claims_file: str | Path) -> list[dict[str, Any]]:
     return [claim for file in files for claim in (yaml.safe_load(file.read_text()) or [])]
 
 
-def check_claims(claims_file: str | Path, board: pl.DataFrame, load_dataset,
+def check_claims(claims_file: str | Path, board: pl.DataFrame,
                  known: pl.DataFrame | None = None, results_dir: str | Path = "results") -> pl.DataFrame:
     """Test every claim whose runs exist (a YAML file, or a folder of them); one row per claim with the verdict.
 
@@ -161,9 +182,8 @@ def check_claims(claims_file: str | Path, board: pl.DataFrame, load_dataset,
         (r["dataset"], r["claim"]): (r["a_mean"], r["b_mean"], r["seeds"], r["p_max"])
         for r in known.iter_rows(named=True)}
     rows = []
-    datasets: dict[str, ProductSearchDataset] = {}
     for claim in claims:
-        row = _check_claim(claim, board, datasets, load_dataset, known_p, Path(results_dir))
+        row = _check_claim(claim, board, known_p, Path(results_dir))
         if row is not None:
             rows.append(row)
     return pl.DataFrame(rows) if rows else pl.DataFrame()
@@ -187,7 +207,7 @@ def run_folder(results_dir: Path, row: dict[str, Any]) -> Path:
     return Path(results_dir) / "runs" / row["dataset"] / row["model"] / row["variant"] / f"seed{row['seed']}"
 
 
-def _check_claim(claim: dict[str, Any], board: pl.DataFrame, datasets: dict, load_dataset,
+def _check_claim(claim: dict[str, Any], board: pl.DataFrame,
                  known_p: dict[tuple[str, str], tuple], results_dir: Path) -> dict[str, Any] | None:
     """The claim's effect from the leaderboard's per-seed values; its p-value from the saved runs.
 
@@ -207,8 +227,8 @@ def _check_claim(claim: dict[str, Any], board: pl.DataFrame, datasets: dict, loa
     b_mean = float(np.mean([b_runs[seed][0] for seed in seeds]))
     change = relative_change(a_mean, b_mean)
     same_queries = claim.get("b_dataset", dataset) == dataset
-    p_values = [_claim_p_value(claim, a_runs[seed][1], b_runs[seed][1], datasets, load_dataset)
-                if same_queries else np.nan for seed in seeds]
+    p_values = [_claim_p_value(claim, a_runs[seed][1], b_runs[seed][1]) if same_queries else np.nan
+                for seed in seeds]
     p_max = float("nan") if any(p is None for p in p_values) or np.all(np.isnan(p_values)) \
         else float(np.nanmax(p_values))
     if np.isnan(p_max):
@@ -229,15 +249,12 @@ def _known_p_value(known: tuple | None, a_mean: float, b_mean: float, seeds: int
     return float(old_p) if same_runs and old_p is not None else float("nan")
 
 
-def _claim_p_value(claim: dict[str, Any], a_dir: str, b_dir: str, datasets: dict, load_dataset) -> float | None:
-    """Paired p-value of one seed's two saved runs; None when either run folder is gone."""
-    a, b = load_saved_run(a_dir), load_saved_run(b_dir)
+def _claim_p_value(claim: dict[str, Any], a_dir: str, b_dir: str) -> float | None:
+    """Paired p-value of one seed's two saved runs; None when either run's scores are gone."""
+    a, b = load_saved_scores(a_dir), load_saved_scores(b_dir)
     if a is None or b is None:
         return None
-    spec = claim.get("dataset_spec", claim["dataset"])
-    if spec not in datasets:
-        datasets[spec] = load_dataset(spec)
-    return significance(targets_for(datasets[spec], a.units), a.run, b.run, claim["metric"], claim.get("group"))
+    return per_query_p_value(a.per_query, b.per_query, claim["metric"], a.group_units(claim.get("group")))
 
 
 def verdict(expect: dict[str, float], change: float, p_max: float) -> str:

@@ -75,6 +75,27 @@ def valid_sample(unit_ids: list[str], indices: np.ndarray, limit: int | None) ->
     return np.sort(indices[np.argsort(keys, kind="stable")[:limit]])
 
 
+class ValidScorer:
+    """The valid units' targets, and the metrics of a top-K ranking of them (ranx, as the test evaluation)."""
+
+    def __init__(self, datamodule, units: np.ndarray, metrics: list[str]):
+        table = datamodule.units
+        self.unit_frame = pl.DataFrame({
+            "unit_id": [table.unit_ids[i] for i in units], "query_id": [table.query_ids[i] for i in units],
+            "group": [table.groups[i] for i in units]}, schema_overrides={"group": pl.Utf8})
+        dataset = datamodule.dataset
+        self.targets = build_targets(dataset.judgments, self.unit_frame,
+                                     dataset.interactions if dataset.has_behaviour else None)
+        self.product_ids = datamodule.catalog.product_ids
+        self.metrics = metrics
+
+    def score(self, scores: np.ndarray, indices: np.ndarray) -> dict[str, float]:
+        """Metric means of the ranking ``indices`` (catalogue rows, [n_units, k]) with their ``scores``."""
+        run = run_from_topk(self.unit_frame["unit_id"].to_list(), self.product_ids, scores, indices)
+        means, _ = evaluate_run(self.targets, run, self.metrics)
+        return {name: float(means.get(name, float("nan"))) for name in self.metrics}
+
+
 class RetrievalValidation(L.Callback):
     """Scores the model on the valid units with the test-time pipeline (catalogue encoding, faiss, ranx)."""
 
@@ -90,13 +111,7 @@ class RetrievalValidation(L.Callback):
         self.seconds = 0.0
         self.keep_catalogue = False  # set at the start of fit: one process only (DDP ranks encode collectively)
         self.encode_seconds: dict[int, float] = {}
-        table = datamodule.units
-        self.unit_frame = pl.DataFrame({
-            "unit_id": [table.unit_ids[i] for i in units], "query_id": [table.query_ids[i] for i in units],
-            "group": [table.groups[i] for i in units]}, schema_overrides={"group": pl.Utf8})
-        dataset = datamodule.dataset
-        self.targets = build_targets(dataset.judgments, self.unit_frame,
-                                     dataset.interactions if dataset.has_behaviour else None)
+        self.scorer = ValidScorer(datamodule, units, settings.metrics)
 
     @property
     def start_path(self) -> Path:
@@ -116,12 +131,10 @@ class RetrievalValidation(L.Callback):
         found = index_and_search(items, queries, min(self.settings.k, len(items)),
                                  chosen_factory(self.index, len(items)), self.index["nprobe"],
                                  self.index["ef_search"], self.seed)
-        run = run_from_topk(self.unit_frame["unit_id"].to_list(), self.datamodule.catalog.product_ids,
-                            found.scores, found.indices)
-        means, _ = evaluate_run(self.targets, run, self.settings.metrics)
+        scores = self.scorer.score(found.scores, found.indices)
         module.train(was_training)
         self.seconds += time.perf_counter() - started
-        return {name: float(means.get(name, float("nan"))) for name in self.settings.metrics}
+        return scores
 
     @property
     def curve_path(self) -> Path:

@@ -139,6 +139,8 @@ def test_a_missing_best_baseline_run_is_said_not_silently_skipped(tiny, tmp_path
     assert "no significance test against the best baseline bm25/default" in capsys.readouterr().out
     assert result.significance == {"compared_to": "bm25/default (run folder missing: not tested)"}
     assert "pval_ndcg@10" not in result.significance
+    markdown = (tmp_path / "leaderboard.md").read_text()  # and the board says so instead of dropping the mark
+    assert "Not tested against bm25/default (no mark): mgdspr/default;" in markdown
 
 
 def test_a_neutral_key_at_its_neutral_value_leaves_the_config_hash_as_before():
@@ -167,3 +169,18 @@ def test_above_the_configured_catalogue_size_the_runner_searches_approximately(t
     [exact] = run_benchmark("light_two_tower", tiny, seeds=1, overrides=[*FAST, "index.approximate_above=10000000"],
                             results_dir=tmp_path / "exact", wandb="disabled", progress=False, print_table=False)
     assert exact.costs["index"] == "Flat"
+
+
+def test_bm25_chooses_its_item_text_on_valid_and_reports_what_it_tried(tiny, tmp_path):
+    """The choice is scored on valid units only; the test metrics are those of the chosen text's index."""
+    [chosen] = run_benchmark("bm25", tiny, seeds=1, results_dir=tmp_path / "a", wandb="disabled", progress=False,
+                             print_table=False)
+    tried = dict(pair.rsplit(" ", 1) for pair in chosen.costs["item_text_valid_ndcg@10"].split(", "))
+    assert set(tried) == {"default", "description=0"}
+    best = max(tried, key=lambda name: float(tried[name]))
+    assert chosen.costs["item_text_choice"] == best and chosen.costs["validation_seconds"] >= 0
+    overrides = ["model.item_text_choices=[]"]  # no choice: the winner's text set directly
+    overrides += [] if best == "default" else ["data.features.item_text.description=0"]
+    [same] = run_benchmark("bm25", tiny, seeds=1, overrides=overrides, results_dir=tmp_path / "b",
+                           wandb="disabled", progress=False, print_table=False)
+    assert same.metrics["ndcg@10"] == pytest.approx(chosen.metrics["ndcg@10"], abs=1e-12)

@@ -34,7 +34,7 @@ def claims_file(tmp_path, expect: dict) -> str:
 
 def test_effect_is_the_seed_mean_of_the_leaderboard_and_p_comes_from_the_saved_runs(board_dir, label_dataset):
     board = read_leaderboard(board_dir)
-    [row] = check_claims(claims_file(board_dir, {"max_p": 0.5}), board, lambda _: label_dataset, results_dir=board_dir).to_dicts()
+    [row] = check_claims(claims_file(board_dir, {"max_p": 0.5}), board, results_dir=board_dir).to_dicts()
     ndcg = {r["model"]: float(r["ndcg@10"]) for r in board.iter_rows(named=True)}
     assert row["a_mean"] == pytest.approx(ndcg["bm25"]) and row["b_mean"] == pytest.approx(ndcg["light_two_tower"])
     assert row["relative_change"] == pytest.approx(ndcg["bm25"] / ndcg["light_two_tower"] - 1)
@@ -46,27 +46,26 @@ def test_without_run_folders_a_p_claim_is_untested_but_an_effect_claim_still_get
                                                                                                 label_dataset):
     shutil.rmtree(board_dir / "runs")
     board = read_leaderboard(board_dir)
-    never = lambda _: pytest.fail("no dataset is needed without saved runs")  # noqa: E731
-    [p_claim] = check_claims(claims_file(board_dir, {"max_p": 0.5}), board, never, results_dir=board_dir).to_dicts()
+    [p_claim] = check_claims(claims_file(board_dir, {"max_p": 0.5}), board, results_dir=board_dir).to_dicts()
     assert p_claim["verdict"] == "untested (runs not saved)"
     assert p_claim["p_max"] != p_claim["p_max"]  # NaN
-    [effect] = check_claims(claims_file(board_dir, {"max_relative_loss": 10.0}), board, never, results_dir=board_dir).to_dicts()
+    [effect] = check_claims(claims_file(board_dir, {"max_relative_loss": 10.0}), board, results_dir=board_dir).to_dicts()
     assert effect["verdict"] == "yes"
     [fails] = check_claims(claims_file(board_dir, {"min_relative_gain": 100.0, "max_p": 0.01}), board,
-                           never, results_dir=board_dir).to_dicts()
+                           results_dir=board_dir).to_dicts()
     assert fails["verdict"] == "no"  # the effect alone already fails it
 
 
 def test_a_refresh_keeps_the_p_value_of_the_same_runs_once_their_folders_are_gone(board_dir, label_dataset):
     file = claims_file(board_dir, {"max_p": 0.5})
-    with_runs = check_claims(file, read_leaderboard(board_dir), lambda _: label_dataset, results_dir=board_dir)
+    with_runs = check_claims(file, read_leaderboard(board_dir), results_dir=board_dir)
     shutil.rmtree(board_dir / "runs")
     board = read_leaderboard(board_dir)
-    [kept] = check_claims(file, board, lambda _: label_dataset, known=with_runs, results_dir=board_dir).to_dicts()
+    [kept] = check_claims(file, board, known=with_runs, results_dir=board_dir).to_dicts()
     [original] = with_runs.to_dicts()
     assert kept["p_max"] == pytest.approx(original["p_max"]) and kept["verdict"] == original["verdict"]
     other = with_runs.with_columns(pl.col("a_mean") + 0.01)  # other runs: the old p-value does not apply
-    [untouched] = check_claims(file, board, lambda _: label_dataset, known=other, results_dir=board_dir).to_dicts()
+    [untouched] = check_claims(file, board, known=other, results_dir=board_dir).to_dicts()
     assert untouched["verdict"] == "untested (runs not saved)"
 
 
@@ -105,3 +104,36 @@ def test_the_boards_marks_do_not_depend_on_the_order_the_runs_were_made_in(tmp_p
     assert zoo["compared_to"][0] == "bm25/default" and zoo["pval_ndcg@10"][0] is not None
     for file in ("leaderboard.csv", "leaderboard.md"):
         assert (tmp_path / "zoo_first" / file).read_bytes() == (tmp_path / "baseline_first" / file).read_bytes()
+
+
+def test_p_values_need_only_the_committed_score_files_and_equal_ranx_compare(board_dir):
+    """Tests read per_query.parquet (committed), not the ranked runs (not committed), and give ranx.compare's p."""
+    from retrieval_zoo.evaluation import significance
+    from retrieval_zoo.significance import SCORE_FILES, load_saved_run, saved_targets
+
+    a, b = (board_dir / "runs" / "toy" / model / "default" / "seed0" for model in ("bm25", "light_two_tower"))
+    expected = significance(saved_targets(a), load_saved_run(a).run, load_saved_run(b).run, "ndcg@10")
+    for folder in (a, b):
+        for path in folder.iterdir():
+            if path.name not in SCORE_FILES:
+                path.unlink()
+    [row] = check_claims(claims_file(board_dir, {"max_p": 0.5}), read_leaderboard(board_dir),
+                         results_dir=board_dir).to_dicts()
+    assert row["p_max"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_git_keeps_the_score_files_of_a_run_folder_and_ignores_the_rest():
+    import subprocess
+    from pathlib import Path
+
+    from retrieval_zoo.significance import SCORE_FILES
+
+    root = Path(__file__).resolve().parents[1]
+    folder = "results/runs/simshop/mmse/default/seed0"
+    for name, ignored in [*((n, False) for n in SCORE_FILES), ("run.parquet", True), ("run.trec", True),
+                          ("qrels.parquet", True), ("model.pt", True)]:
+        check = subprocess.run(["git", "check-ignore", "-q", f"{folder}/{name}"], cwd=root, check=False)
+        assert (check.returncode == 0) == ignored, name
+    logs = subprocess.run(["git", "check-ignore", "-q", "results/runs/logs/simshop/mmse/default/seed0/metrics.csv"],
+                          cwd=root, check=False)
+    assert logs.returncode == 0

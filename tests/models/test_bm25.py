@@ -51,3 +51,33 @@ def test_fields_index_named_columns_whole():
     assert retriever.corpus(datamodule()) == ["trail shoe ", "desk lamp ", "coffee mug - dishwasher"]
     with pytest.raises(ValueError, match=r"unknown product columns \['price'\]; valid columns: product_id"):
         BM25Retriever(BM25Config(fields=["title", "price"])).corpus(datamodule())
+
+
+def test_item_text_choice_with_the_better_valid_score_is_indexed():
+    """The choice is scored by the caller's function; the winner stays indexed, a tie keeps the default."""
+    data = datamodule()
+    retriever = BM25Retriever(BM25Config(stopwords=None, item_text_choices=[{"description": 0}]))
+
+    def finds_p0(scores, indices):  # 1 when the description-only words still retrieve p0
+        return float(indices[0, 0] == 0 and scores[0, 0] > 0)
+
+    tried = retriever.select_item_text(data, ["waterproof"], k=1, score=finds_p0)
+    assert [(c.name, c.score) for c in tried] == [("default", 1.0), ("description=0", 0.0)]
+    assert retriever.item_text_change == {} and retriever.retrieve(["waterproof"], k=1)[0][0, 0] > 0
+
+    tried = retriever.select_item_text(data, ["waterproof"], k=1, score=lambda s, i: 1.0 - finds_p0(s, i))
+    assert [c.score for c in tried] == [0.0, 1.0] and retriever.item_text_change == {"description": 0}
+    assert retriever.corpus(data)[0] == "trail shoe Acme Sports Footwear Hiking"
+    assert (retriever.retrieve(["waterproof"], k=1)[0] == 0).all()  # the description is out of the index
+
+    retriever.select_item_text(data, ["waterproof"], k=1, score=lambda s, i: 0.5)
+    assert retriever.item_text_change == {}
+
+
+def test_item_text_choices_are_checked():
+    with pytest.raises(ValueError, match="change data.features.item_text budgets"):
+        BM25Config(item_text_choices=[{}])
+    assert BM25Retriever(BM25Config(fields=["title"])).item_text_choices == []  # named columns: nothing to choose
+    retriever = BM25Retriever(BM25Config(item_text_choices=[{"price": 4}]))
+    with pytest.raises(Exception, match=r"unknown columns \['price'\]"):
+        retriever.select_item_text(datamodule(), ["lamp"], k=1, score=lambda s, i: 0.0)
