@@ -3,7 +3,8 @@
 Both sides turn the same titles into the same units, the lower-cased whitespace words plus the letter trigrams
 of each ``#word#``, hashed into the same number of buckets, in the same process and run:
 
-- repo: ``text.hashed_ngrams(titles, buckets, max_length)``: blake2b-64 of each unit (memoised per call),
+- repo: ``text.hashed_ngrams(titles, buckets, max_length)``: blake2b-64 of each unit (memoised per unit and
+  per word within a call),
   ids 1..buckets-1 in text order, int64 [n, max_length] (what the models read);
 - sklearn builtin: ``HashingVectorizer(analyzer="word", token_pattern=r"\\S+")`` + ``HashingVectorizer(
   analyzer="char_wb", ngram_range=(3, 3))`` summed (``char_wb`` pads a word with spaces where the repo uses

@@ -168,3 +168,20 @@ def test_tokenizing_in_bounded_calls_gives_the_ids_of_one_call(monkeypatch):
     whole = text.tokenize(texts, 8)
     monkeypatch.setattr(text, "TOKENIZE_CHUNK", 7)
     assert (text.tokenize(texts, 8) == whole).all()
+
+
+def test_word_memoised_hashing_gives_the_ids_of_hashing_every_unit():
+    """``encode_words`` (what hashed_ngrams uses) equals ``encode_texts`` over the flattened units, whatever the
+    truncation point, repeated words, empty texts or a memo cleared mid-catalogue."""
+    def units_of_word(word):
+        return ["w:" + word, *text.letter_ngrams(word, 3)]
+
+    def flat_units(text_):
+        return (unit for word in text_.lower().split() for unit in units_of_word(word))
+
+    texts = ["Red shoe red SHOE", "", "a bb ccc dddd", "trail running shoe waterproof trail", "x " * 40]
+    for max_length in (1, 4, 5, 9, 64):
+        for cached in (1_000_000, 2):
+            expected = text.UnitHasher(997).encode_texts(texts, flat_units, max_length)
+            got = text.UnitHasher(997).encode_words(texts, units_of_word, max_length, max_cached_words=cached)
+            assert got.tolist() == expected.tolist(), (max_length, cached)
