@@ -114,7 +114,8 @@ def _refresh_claims(claims_file: Path, results_dir: Path) -> str:
 
     board = read_leaderboard(results_dir)
     previous = results_dir / "claims.csv"
-    claims = check_claims(claims_file, board, known=pl.read_csv(previous) if previous.exists() else None, results_dir=results_dir)
+    claims = check_claims(claims_file, board, known=pl.read_csv(previous) if previous.exists() else None,
+                          results_dir=results_dir)
     if claims.height:
         atomic_files.write_text(results_dir / "claims.csv", claims.write_csv())
     write_markdown(results_dir, board)

@@ -42,6 +42,7 @@ from retrieval_zoo.evaluation import (
 from retrieval_zoo.index import chosen_factory, index_and_search
 from retrieval_zoo.interrupts import commit_guard
 from retrieval_zoo.models.base import RetrievalModule
+from retrieval_zoo.models.bm25 import text_choice_name
 from retrieval_zoo.models.components import uses_encoder
 from retrieval_zoo.models.registry import ConfigError, build_model, encoder_of, load_config, model_entry
 from retrieval_zoo.preflight import check_run_settings
@@ -514,10 +515,10 @@ def index_retriever(retriever, datamodule: RetrievalDataModule, config: dict[str
     started = time.perf_counter()
     scorer = ValidScorer(datamodule, valid, settings.metrics)
     valid_texts = [datamodule.units.texts[i] for i in valid]
-    tried = retriever.select_item_text(datamodule, valid_texts, min(settings.k, len(datamodule.catalog.product_ids)),
+    tried = retriever.select_item_text(datamodule, valid_texts, settings.k,
                                        lambda scores, indices: scorer.score(scores, indices)[settings.monitor])
-    chosen = max(tried, key=lambda choice: choice.score)  # max keeps the first of equal scores, as the selection
-    return {"validation_seconds": round(time.perf_counter() - started, 2), "item_text_choice": chosen.name,
+    return {"validation_seconds": round(time.perf_counter() - started, 2),
+            "item_text_choice": text_choice_name(retriever.item_text_change),
             f"item_text_valid_{settings.monitor}": ", ".join(f"{c.name} {c.score:.4f}" for c in tried)}
 
 

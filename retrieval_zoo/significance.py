@@ -119,8 +119,8 @@ def baseline_tests(board: pl.DataFrame, results_dir: Path, new_keys: set[tuple[s
     """The board with every zoo row tested against its dataset's best baseline *as the board now stands*, so the
     marks do not depend on the order the runs were made in. A row is (re)tested when it is new, when its
     dataset's best baseline changed, or when that baseline's runs were redone; the others keep their test.
-    Tests read the saved run folders (the judgments from ``qrels.parquet``, or from the dataset for folders
-    made before it existed); a row whose folders are gone says so in ``compared_to``."""
+    Tests read the runs' ``SCORE_FILES``; a row whose files (or its baseline's) are gone says so in
+    ``compared_to``."""
     updates = []
     for dataset in board["dataset"].unique().sort().to_list():
         rows = board.filter(pl.col("dataset") == dataset)
@@ -211,8 +211,8 @@ def _check_claim(claim: dict[str, Any], board: pl.DataFrame,
                  known_p: dict[tuple[str, str], tuple], results_dir: Path) -> dict[str, Any] | None:
     """The claim's effect from the leaderboard's per-seed values; its p-value from the saved runs.
 
-    A run's metrics live in the leaderboard, its ranked results in its run folder (not committed). Without the
-    folders the effect is still known, so a claim that fails on its effect alone gets its verdict; one that
+    A run's metrics live in the leaderboard, its per-query scores in its run folder (``SCORE_FILES``, committed
+    since 2026-12-05; older runs lack them). Without them the effect is still known, so a claim that fails on its effect alone gets its verdict; one that
     needs a p-value is reported as untested.
     """
     dataset = claim["dataset"]
