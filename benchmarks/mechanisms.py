@@ -15,6 +15,10 @@ size); this script
 3. writes results/mechanisms.md (a table per curve), one PNG per curve next to the runs, and tests the
    curve-form claims of ``benchmarks/claims`` (entries with a ``curve:`` key).
 
+The report reads, per run folder, only files that are committed with the board (``CURVE_FILES`` and the score
+files, see .gitignore): each is derived from the ranked run right after its point is run. So the report is
+rebuilt from a fresh clone (``--report-only``), and a plan stopped part-way keeps every point it finished.
+
     python benchmarks/mechanisms.py                      # run what is missing, then report
     python benchmarks/mechanisms.py --report-only        # tables, PNGs and claims from the runs on disk
     python benchmarks/mechanisms.py --curves mgdspr_personalisation --seeds 1
@@ -23,6 +27,7 @@ size); this script
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -34,7 +39,7 @@ from scipy import stats
 
 from retrieval_zoo import atomic_files
 from retrieval_zoo.data.registry import load_dataset
-from retrieval_zoo.evaluation import evaluate_run, relative_change, significance
+from retrieval_zoo.evaluation import evaluate_run, per_query_p_value, relative_change
 from retrieval_zoo.models.registry import load_config
 from retrieval_zoo.plan import finished_runs, run_dataset_plan
 from retrieval_zoo.runner import config_hash, dataset_identity
@@ -71,16 +76,22 @@ def point_spec(plan: dict, curve: dict, value: float) -> str:
 
 
 def run_curve(plan: dict, curve: dict, results_dir: Path, seeds: int, resume: bool) -> None:
-    runs = [{"model": curve["model"], "variant": curve[role], "seeds": seeds} for role in ("mechanism", "control")]
+    """Run the curve's missing runs, point by point; each point's report files (``CURVE_FILES``) are derived as
+    soon as its runs are done, so an interrupted plan keeps what it finished."""
+    runs = [{"model": curve["model"], "variant": curve[role], "seeds": seeds, "set": curve.get("set")}
+            for role in ("mechanism", "control")]
     for value in curve["points"]:
         run_dataset_plan(point_spec(plan, curve, value), runs, seeds, results_dir, wandb="disabled", resume=resume)
+        point_rows(plan, curve, value, results_dir)
 
 
 # -- the runs of a point ----------------------------------------------------------------------------------------
-def current_folders(results_dir: Path, spec: str, data, model: str, variant: str) -> dict[int, Path]:
-    """seed -> run folder of the board rows made with the plan's config on this point's data (others ignored)."""
+def current_folders(results_dir: Path, spec: str, data, model: str, variant: str,
+                    overrides: dict | None = None) -> dict[int, Path]:
+    """seed -> run folder of the board rows made with the plan's config (the variant plus the curve's ``set``) on
+    this point's data (others ignored)."""
     identity = dataset_identity(spec, data)
-    wanted = config_hash(load_config(model, variant), identity.fingerprint)
+    wanted = config_hash(load_config(model, variant, overrides), identity.fingerprint)
     made = finished_runs(results_dir, identity.key, identity.fingerprint)
     return {seed: results_dir / "runs" / identity.key / model / variant / f"seed{seed}"
             for (m, v, seed), found in made.items() if (m, v) == (model, variant) and found == wanted}
@@ -88,18 +99,48 @@ def current_folders(results_dir: Path, spec: str, data, model: str, variant: str
 
 @lru_cache(maxsize=64)
 def saved(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame, object]:
-    """(run, units, evaluation targets) of a run folder, read once: the gains, p-values and headroom all use them."""
+    """(ranked run, units, evaluation targets) of a run folder, read once (the ranked run stays local: see
+    ``CURVE_FILES``)."""
+    if not (folder / "run.parquet").exists():
+        raise SystemExit(f"error: {folder} has neither its ranked run nor its {' / '.join(CURVE_FILES)}; delete the "
+                         "folder and rerun `python benchmarks/mechanisms.py` to make it again")
     return pl.read_parquet(folder / "run.parquet"), pl.read_parquet(folder / "units.parquet"), targets_of(folder)
+
+
+# What the report reads from a run folder, kept with the board (.gitignore) so that the report can be rebuilt
+# from a fresh clone: the ranked runs (~1.5 MB each, 90 runs at 3 seeds) are not committed, and a curve's
+# seeds take hours of CPU. Each file is derived from the ranked run once, right after its point is run.
+CURVE_FILES = ("curve_scores.parquet", "headroom.json")
+
+
+def curve_scores(folder: Path, metrics: list[str]) -> pl.DataFrame:
+    """(unit_id, metric, value) of every test unit of the run, for at least ``metrics``: from
+    ``curve_scores.parquet``; a metric it lacks is computed from the ranked run and added to it."""
+    path = folder / "curve_scores.parquet"
+    scores = pl.read_parquet(path) if path.exists() else pl.DataFrame(
+        schema={"unit_id": pl.Utf8, "metric": pl.Utf8, "value": pl.Float64})
+    missing = sorted(set(metrics) - set(scores["metric"].unique()))
+    if not missing:
+        return scores
+    run, _, targets = saved(folder)
+    _, table = evaluate_run(targets, run, missing)
+    scores = pl.concat([scores, table.select("unit_id", "metric", "value")]).sort("metric", "unit_id")
+    with atomic_files.replacing(path) as tmp:
+        scores.write_parquet(tmp)
+    return scores
 
 
 def unit_values(folder: Path, metric: str, group: str | None) -> pl.DataFrame:
     """(unit_id, value) of ``metric`` for the run's test units (of ``group`` only, when given)."""
-    run, _, targets = saved(folder)
-    _, table = evaluate_run(targets, run, [metric])
-    values = table.filter(pl.col("metric") == metric).select("unit_id", "value")
+    values = curve_scores(folder, [metric]).filter(pl.col("metric") == metric).select("unit_id", "value")
     if group is not None:
-        values = values.join(targets.groups.filter(pl.col("group") == group).select("unit_id"), on="unit_id")
+        values = values.filter(pl.col("unit_id").is_in(group_units(folder, group)))
     return values
+
+
+def group_units(folder: Path, group: str) -> pl.Series:
+    units = pl.read_parquet(folder / "units.parquet")
+    return units.filter(pl.col("group") == group)["unit_id"]
 
 
 def seed_mean(folders: dict[int, Path], metric: str, group: str | None) -> pl.DataFrame:
@@ -119,36 +160,59 @@ def gain_interval(mechanism: pl.DataFrame, control: pl.DataFrame) -> tuple[float
 
 
 def largest_p(mechanism: dict[int, Path], control: dict[int, Path], metric: str, group: str | None) -> float:
-    """The largest paired p-value over the seeds both variants have (a gain must hold in every seed)."""
+    """The largest paired p-value over the seeds both variants have (a gain must hold in every seed): ranx's
+    paired t-test over the units' values (``evaluation.per_query_p_value``, what ``ranx.compare`` gives)."""
     p_values = []
     for seed in sorted(set(mechanism) & set(control)):
-        control_run, _, targets = saved(control[seed])
-        p_values.append(significance(targets, saved(mechanism[seed])[0], control_run, metric, group))
+        units = None if group is None else group_units(control[seed], group)
+        p_values.append(per_query_p_value(curve_scores(mechanism[seed], [metric]),
+                                          curve_scores(control[seed], [metric]), metric, units))
     return float(max(p_values)) if p_values else float("nan")
 
 
 # -- headroom estimates (each: metric -> {estimate name: absolute gain over the control}) ---------------------------
 def personalisation_headroom_of(control: dict[int, Path], data, metrics: list[str], group: str | None) -> dict:
     """Best gain over the re-ranking weights of the control's runs re-ranked by the history and oracle tastes."""
+    return mean_over_runs(control, "personalisation", data, metrics, group, personalisation_headroom_of_run)
+
+
+def personalisation_headroom_of_run(folder: Path, data, metrics: list[str], group: str | None) -> dict:
     module = personalisation_headroom
     attributes = module.parse_attributes(module.TEXT_ATTRIBUTES)
-    found: dict[str, dict[str, list[float]]] = {metric: {"history": [], "oracle": []} for metric in metrics}
-    for folder in control.values():
-        run, _, targets = saved(folder)
-        base, _ = evaluate_run(targets, run, metrics)
-        for name, affinity in (("history", module.history_affinity(run, data, attributes)),
-                               ("oracle", module.oracle_affinity(run, data))):
-            scored = module.with_affinity(run, affinity)
-            reranked = [evaluate_run(targets, module.rerank(scored, weight), metrics)[0] for weight in module.WEIGHTS]
-            for metric in metrics:
-                found[metric][name].append(max(means[metric] for means in reranked) - base[metric])
-    return {metric: {name: float(np.mean(values)) for name, values in estimates.items()}
-            for metric, estimates in found.items()}
+    run, _, targets = saved(folder)
+    base, _ = evaluate_run(targets, run, metrics)
+    found: dict[str, dict[str, float]] = {metric: {} for metric in metrics}
+    for name, affinity in (("history", module.history_affinity(run, data, attributes)),
+                           ("oracle", module.oracle_affinity(run, data))):
+        scored = module.with_affinity(run, affinity)
+        reranked = [evaluate_run(targets, module.rerank(scored, weight), metrics)[0] for weight in module.WEIGHTS]
+        for metric in metrics:
+            found[metric][name] = max(means[metric] for means in reranked) - base[metric]
+    return found
+
+
+def mean_over_runs(control: dict[int, Path], kind: str, data, metrics: list[str], group: str | None,
+                   of_run) -> dict:
+    """metric -> estimate name -> the mean over the control's runs of ``of_run``'s estimate, each run's read
+    from its ``headroom.json`` when it holds this (kind, metrics, group), else computed and added to it."""
+    per_run = [cached_headroom(folder, kind, data, metrics, group, of_run) for folder in control.values()]
+    return {metric: {name: float(np.mean([run[metric][name] for run in per_run])) for name in per_run[0][metric]}
+            for metric in metrics}
+
+
+def cached_headroom(folder: Path, kind: str, data, metrics: list[str], group: str | None, of_run) -> dict:
+    path = folder / "headroom.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    key = f"{kind}|{','.join(metrics)}|{group}"
+    if key not in stored:
+        stored[key] = of_run(folder, data, metrics, group)
+        atomic_files.write_text(path, json.dumps(stored, indent=1, sort_keys=True) + "\n")
+    return stored[key]
 
 
 def text_ceiling_headroom_of(control: dict[int, Path], data, metrics: list[str], group: str | None) -> dict:
     """ndcg@10 that text cannot reach: 1 - the text-only ceiling, averaged over the group's test units."""
-    units = saved(next(iter(control.values())))[1]
+    units = pl.read_parquet(next(iter(control.values())) / "units.parquet")
     if group is not None:
         units = units.filter(pl.col("group") == group)
     per_unit = units.join(text_ceiling.ceilings(data, units).drop("group"), on="query_id")
@@ -159,23 +223,26 @@ def text_ceiling_headroom_of(control: dict[int, Path], data, metrics: list[str],
 def label_oracle_headroom_of(control: dict[int, Path], data, metrics: list[str], group: str | None) -> dict:
     """The control's retrieved items re-ranked by their true gain (then by score): what a perfect re-ranker of
     the same candidates would add; an upper bound, not an estimate of what a loss can learn."""
+    return mean_over_runs(control, "label_oracle", data, metrics, group, label_oracle_headroom_of_run)
+
+
+def label_oracle_headroom_of_run(folder: Path, data, metrics: list[str], group: str | None) -> dict:
     from retrieval_zoo.evaluation import GAINS
 
-    gains: dict[str, list[float]] = {metric: [] for metric in metrics}
-    for folder in control.values():
-        run, units, targets = saved(folder)
-        labelled = (run.join(units.select(pl.col("unit_id").alias("q_id"), "query_id"), on="q_id")
-                    .join(data.judgments.rename({"product_id": "doc_id"}), on=["query_id", "doc_id"], how="left")
-                    .with_columns(pl.col("label").fill_null("I").replace_strict(GAINS, return_dtype=pl.Float64)
-                                  .alias("gain")))
-        oracle = labelled.select("q_id", "doc_id", (pl.col("gain") * 1e3 + pl.col("score").rank().over("q_id")
-                                                    / pl.len().over("q_id")).alias("score"))
-        base, _ = evaluate_run(targets, run, metrics)
-        best, _ = evaluate_run(targets, oracle, metrics)
-        for metric in metrics:
-            key = f"{metric}[group={group}]" if group else metric
-            gains[metric].append(best.get(key, best[metric]) - base.get(key, base[metric]))
-    return {metric: {"label oracle": float(np.mean(values))} for metric, values in gains.items()}
+    run, units, targets = saved(folder)
+    labelled = (run.join(units.select(pl.col("unit_id").alias("q_id"), "query_id"), on="q_id")
+                .join(data.judgments.rename({"product_id": "doc_id"}), on=["query_id", "doc_id"], how="left")
+                .with_columns(pl.col("label").fill_null("I").replace_strict(GAINS, return_dtype=pl.Float64)
+                              .alias("gain")))
+    oracle = labelled.select("q_id", "doc_id", (pl.col("gain") * 1e3 + pl.col("score").rank().over("q_id")
+                                                / pl.len().over("q_id")).alias("score"))
+    base, _ = evaluate_run(targets, run, metrics)
+    best, _ = evaluate_run(targets, oracle, metrics)
+    found = {}
+    for metric in metrics:
+        key = f"{metric}[group={group}]" if group else metric
+        found[metric] = {"label oracle": best.get(key, best[metric]) - base.get(key, base[metric])}
+    return found
 
 
 HEADROOMS = {"personalisation": personalisation_headroom_of, "text_ceiling": text_ceiling_headroom_of,
@@ -185,31 +252,36 @@ HEADROOMS = {"personalisation": personalisation_headroom_of, "text_ceiling": tex
 # -- tables ------------------------------------------------------------------------------------------------------
 def curve_table(plan: dict, curve: dict, results_dir: Path) -> pl.DataFrame:
     """One row per (point, metric) whose runs exist; points without runs are left out (and listed by the report)."""
-    rows = []
-    group = curve.get("group")
-    for value in curve["points"]:
-        spec = point_spec(plan, curve, value)
-        data = load_dataset(spec)
-        mechanism = current_folders(results_dir, spec, data, curve["model"], curve["mechanism"])
-        control = current_folders(results_dir, spec, data, curve["model"], curve["control"])
-        seeds = sorted(set(mechanism) & set(control))
-        if not seeds:
-            continue
-        mechanism, control = {s: mechanism[s] for s in seeds}, {s: control[s] for s in seeds}
-        headroom = HEADROOMS[curve["headroom"]](control, data, curve["metrics"], group)
-        for metric in curve["metrics"]:
-            a, b = seed_mean(mechanism, metric, group), seed_mean(control, metric, group)
-            a_mean, b_mean = float(a["value"].mean()), float(b["value"].mean())
-            low, high = gain_interval(a, b)
-            estimates = headroom[metric]
-            first = next(iter(estimates.values()))
-            rows.append({"knob": float(value), "metric": metric, "seeds": len(seeds), "units": a.height,
-                         "mechanism": a_mean, "control": b_mean, "gain": a_mean - b_mean,
-                         "relative_gain": relative_change(a_mean, b_mean), "gain_low": low, "gain_high": high,
-                         "p_max": largest_p(mechanism, control, metric, group),
-                         **{f"headroom: {name}": estimate for name, estimate in estimates.items()},
-                         "headroom_share": (a_mean - b_mean) / first if first and first > 0 else float("nan")})
+    rows = [row for value in curve["points"] for row in point_rows(plan, curve, value, results_dir)]
     return pl.DataFrame(rows) if rows else pl.DataFrame()
+
+
+def point_rows(plan: dict, curve: dict, value: float, results_dir: Path) -> list[dict]:
+    """The curve table's rows of one point (one per metric; none when the point has no seed of both variants)."""
+    group = curve.get("group")
+    spec = point_spec(plan, curve, value)
+    data = load_dataset(spec)
+    mechanism = current_folders(results_dir, spec, data, curve["model"], curve["mechanism"], curve.get("set"))
+    control = current_folders(results_dir, spec, data, curve["model"], curve["control"], curve.get("set"))
+    seeds = sorted(set(mechanism) & set(control))
+    if not seeds:
+        return []
+    mechanism, control = {s: mechanism[s] for s in seeds}, {s: control[s] for s in seeds}
+    headroom = HEADROOMS[curve["headroom"]](control, data, curve["metrics"], group)
+    rows = []
+    for metric in curve["metrics"]:
+        a, b = seed_mean(mechanism, metric, group), seed_mean(control, metric, group)
+        a_mean, b_mean = float(a["value"].mean()), float(b["value"].mean())
+        low, high = gain_interval(a, b)
+        estimates = headroom[metric]
+        first = next(iter(estimates.values()))
+        rows.append({"knob": float(value), "metric": metric, "seeds": len(seeds), "units": a.height,
+                     "mechanism": a_mean, "control": b_mean, "gain": a_mean - b_mean,
+                     "relative_gain": relative_change(a_mean, b_mean), "gain_low": low, "gain_high": high,
+                     "p_max": largest_p(mechanism, control, metric, group),
+                     **{f"headroom: {name}": estimate for name, estimate in estimates.items()},
+                     "headroom_share": (a_mean - b_mean) / first if first and first > 0 else float("nan")})
+    return rows
 
 
 def point_row(table: pl.DataFrame, metric: str, knob: float) -> dict | None:

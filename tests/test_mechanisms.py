@@ -107,3 +107,46 @@ def test_a_report_without_runs_lists_every_point_as_not_run_and_leaves_the_board
     assert "Points not run yet: 0.0, 6.0" in (tmp_path / "m.md").read_text()
     # claims.csv belongs to the board in the same folder (reports.py reads it with its own columns)
     assert (tmp_path / "curve_claims.csv").exists() and not (tmp_path / "claims.csv").exists()
+
+
+def test_the_report_is_rebuilt_from_the_committed_files_alone(mechanisms, tmp_path):
+    """A fresh clone has only the files .gitignore keeps (the ranked runs stay local): the curve table made from
+    them equals the one made right after the runs, and the p-values equal ranx.compare's on the ranked runs."""
+    import subprocess
+
+    from retrieval_zoo.evaluation import significance
+
+    curve = {"model": "mgdspr", "mechanism": "default", "control": "no_user", "knob": "preference_strength",
+             "points": [6.0], "null_point": 6.0, "strongest_point": 6.0, "metrics": ["p_recall@10", "ndcg@10"],
+             "group": "text_attr", "headroom": "personalisation", "set": {"trainer": {"max_epochs": 1}}}
+    plan = {"world": {"n_products": 300, "n_users": 60, "n_days": 15, "searches_per_day": 100},
+            "curves": {"c": curve}}
+    mechanisms.run_curve(plan, curve, tmp_path, seeds=1, resume=True)
+    after_runs = mechanisms.curve_table(plan, curve, tmp_path)
+    assert after_runs.height == 2 and set(after_runs["seeds"]) == {1}
+
+    [seed_folder] = [f for f in tmp_path.glob("runs/*/mgdspr/default/seed0")]
+    control_folder = seed_folder.parents[1] / "no_user" / "seed0"
+    targets = mechanisms.saved(control_folder)[2]
+    text_attr = targets.groups.filter(pl.col("group") == "text_attr")["unit_id"].sort()
+    assert text_attr.to_list() == mechanisms.group_units(control_folder, "text_attr").sort().to_list()
+    for metric in curve["metrics"]:
+        expected = significance(targets, mechanisms.saved(seed_folder)[0], mechanisms.saved(control_folder)[0],
+                                metric, "text_attr")
+        row = after_runs.filter(pl.col("metric") == metric)
+        assert row["p_max"][0] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+    root = Path(__file__).resolve().parents[1]
+    files = [f for f in (tmp_path / "runs").rglob("*") if f.is_file()]
+    as_committed = {f: f"results/mechanisms/{f.relative_to(tmp_path)}" for f in files}
+    ignored = subprocess.run(["git", "check-ignore", "--stdin"], cwd=root, input="\n".join(as_committed.values()),
+                             capture_output=True, text=True, check=False).stdout.split()
+    assert any(name.endswith("run.parquet") for name in ignored)  # the ranked runs are not kept...
+    kept = {f.name for f, name in as_committed.items() if name not in ignored}
+    assert {"curve_scores.parquet", "headroom.json", "units.parquet"} <= kept  # ...what the report reads is
+    for f, name in as_committed.items():
+        if name in ignored:
+            f.unlink()
+    mechanisms.saved.cache_clear()
+    from_clone = mechanisms.curve_table(plan, curve, tmp_path)
+    assert from_clone.equals(after_runs)
