@@ -78,11 +78,24 @@ def point_spec(plan: dict, curve: dict, value: float) -> str:
 def run_curve(plan: dict, curve: dict, results_dir: Path, seeds: int, resume: bool) -> None:
     """Run the curve's missing runs, point by point; each point's report files (``CURVE_FILES``) are derived as
     soon as its runs are done, so an interrupted plan keeps what it finished."""
-    runs = [{"model": curve["model"], "variant": curve[role], "seeds": seeds, "set": curve.get("set")}
-            for role in ("mechanism", "control")]
     for value in curve["points"]:
-        run_dataset_plan(point_spec(plan, curve, value), runs, seeds, results_dir, wandb="disabled", resume=resume)
-        point_rows(plan, curve, value, results_dir)
+        for role in ("mechanism", "control"):
+            run = {"model": curve["model"], "variant": curve[role], "seeds": seeds, "set": curve.get("set")}
+            run_dataset_plan(point_spec(plan, curve, value), [run], seeds, results_dir, wandb="disabled",
+                             resume=resume)
+            keep_report_files(plan, curve, value, results_dir, role)
+
+
+def keep_report_files(plan: dict, curve: dict, value: float, results_dir: Path, role: str) -> None:
+    """Derive the ``CURVE_FILES`` of one variant's finished runs at one point while their ranked runs exist:
+    the curve metrics' per-unit values, and for the control its headroom estimate."""
+    spec = point_spec(plan, curve, value)
+    data = load_dataset(spec)
+    folders = current_folders(results_dir, spec, data, curve["model"], curve[role], curve.get("set"))
+    for folder in folders.values():
+        curve_scores(folder, curve["metrics"])
+    if role == "control" and folders:
+        HEADROOMS[curve["headroom"]](folders, data, curve["metrics"], curve.get("group"))
 
 
 # -- the runs of a point ----------------------------------------------------------------------------------------
@@ -386,6 +399,10 @@ def _cell(value) -> str:
 
 def write_report(plan: dict, results_dir: Path, claims_path: Path, out: Path) -> pl.DataFrame:
     tables = {name: curve_table(plan, curve, results_dir) for name, curve in plan["curves"].items()}
+    for curve in plan["curves"].values():  # a plan stopped between a point's two variants: keep the first's files
+        for value in curve["points"]:
+            for role in ("mechanism", "control"):
+                keep_report_files(plan, curve, value, results_dir, role)
     results_dir.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         if table.height:
