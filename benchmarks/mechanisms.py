@@ -94,7 +94,7 @@ def keep_report_files(plan: dict, curve: dict, value: float, results_dir: Path, 
     folders = current_folders(results_dir, spec, data, curve["model"], curve[role], curve.get("set"))
     for folder in folders.values():
         curve_scores(folder, curve["metrics"])
-    if role == "control" and folders:
+    if role == "control" and folders and curve["headroom"] in CACHED_HEADROOMS:
         HEADROOMS[curve["headroom"]](folders, data, curve["metrics"], curve.get("group"))
 
 
@@ -260,6 +260,7 @@ def label_oracle_headroom_of_run(folder: Path, data, metrics: list[str], group: 
 
 HEADROOMS = {"personalisation": personalisation_headroom_of, "text_ceiling": text_ceiling_headroom_of,
              "label_oracle": label_oracle_headroom_of}
+CACHED_HEADROOMS = {"personalisation", "label_oracle"}  # those that read the ranked run (headroom.json keeps them)
 
 
 # -- tables ------------------------------------------------------------------------------------------------------
