@@ -90,7 +90,7 @@ def keep_report_files(plan: dict, curve: dict, value: float, results_dir: Path, 
     """Derive the ``CURVE_FILES`` of one variant's finished runs at one point while their ranked runs exist:
     the curve metrics' per-unit values, and for the control its headroom estimate."""
     spec = point_spec(plan, curve, value)
-    data = load_dataset(spec)
+    data = point_data(spec)
     folders = current_folders(results_dir, spec, data, curve["model"], curve[role], curve.get("set"))
     for folder in folders.values():
         curve_scores(folder, curve["metrics"])
@@ -117,7 +117,19 @@ def saved(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame, object]:
     if not (folder / "run.parquet").exists():
         raise SystemExit(f"error: {folder} has neither its ranked run nor its {' / '.join(CURVE_FILES)}; delete the "
                          "folder and rerun `python benchmarks/mechanisms.py` to make it again")
-    return pl.read_parquet(folder / "run.parquet"), pl.read_parquet(folder / "units.parquet"), targets_of(folder)
+    return pl.read_parquet(folder / "run.parquet"), units_of(folder), targets_of(folder)
+
+
+@lru_cache(maxsize=256)
+def units_of(folder: Path) -> pl.DataFrame:
+    """The run's test units (unit_id, query_id, group), read once: every metric, seed and estimate asks again."""
+    return pl.read_parquet(folder / "units.parquet")
+
+
+@lru_cache(maxsize=16)
+def point_data(spec: str):
+    """A point's dataset, built once per report (its runs' files and its table both need it)."""
+    return load_dataset(spec)
 
 
 # What the report reads from a run folder, kept with the board (.gitignore) so that the report can be rebuilt
@@ -152,8 +164,7 @@ def unit_values(folder: Path, metric: str, group: str | None) -> pl.DataFrame:
 
 
 def group_units(folder: Path, group: str) -> pl.Series:
-    units = pl.read_parquet(folder / "units.parquet")
-    return units.filter(pl.col("group") == group)["unit_id"]
+    return units_of(folder).filter(pl.col("group") == group)["unit_id"]
 
 
 def seed_mean(folders: dict[int, Path], metric: str, group: str | None) -> pl.DataFrame:
@@ -225,7 +236,7 @@ def cached_headroom(folder: Path, kind: str, data, metrics: list[str], group: st
 
 def text_ceiling_headroom_of(control: dict[int, Path], data, metrics: list[str], group: str | None) -> dict:
     """ndcg@10 that text cannot reach: 1 - the text-only ceiling, averaged over the group's test units."""
-    units = pl.read_parquet(next(iter(control.values())) / "units.parquet")
+    units = units_of(next(iter(control.values())))
     if group is not None:
         units = units.filter(pl.col("group") == group)
     per_unit = units.join(text_ceiling.ceilings(data, units).drop("group"), on="query_id")
@@ -274,7 +285,7 @@ def point_rows(plan: dict, curve: dict, value: float, results_dir: Path) -> list
     """The curve table's rows of one point (one per metric; none when the point has no seed of both variants)."""
     group = curve.get("group")
     spec = point_spec(plan, curve, value)
-    data = load_dataset(spec)
+    data = point_data(spec)
     mechanism = current_folders(results_dir, spec, data, curve["model"], curve["mechanism"], curve.get("set"))
     control = current_folders(results_dir, spec, data, curve["model"], curve["control"], curve.get("set"))
     seeds = sorted(set(mechanism) & set(control))
