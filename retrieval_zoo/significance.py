@@ -218,8 +218,8 @@ def _check_claim(claim: dict[str, Any], board: pl.DataFrame,
     dataset = claim["dataset"]
     metric, group = claim["metric"], claim.get("group")
     key = f"{metric}[group={group}]" if group else metric
-    a_runs = _seed_values(_runs_of(board, dataset, claim["a"]), key, results_dir)
-    b_runs = _seed_values(_runs_of(board, claim.get("b_dataset", dataset), claim["b"]), key, results_dir)
+    a_rows, b_rows = _runs_of(board, dataset, claim["a"]), _runs_of(board, claim.get("b_dataset", dataset), claim["b"])
+    a_runs, b_runs = _seed_values(a_rows, key, results_dir), _seed_values(b_rows, key, results_dir)
     seeds = sorted(set(a_runs) & set(b_runs))
     if not seeds:
         return None
@@ -237,7 +237,21 @@ def _check_claim(claim: dict[str, Any], board: pl.DataFrame,
             "a": claim["a"] + ("" if "b_dataset" not in claim else f" ({dataset})"),
             "b": claim["b"] + ("" if "b_dataset" not in claim else f" ({claim['b_dataset']})"),
             "a_mean": a_mean, "b_mean": b_mean, "relative_change": change, "p_max": p_max, "seeds": len(seeds),
-            "verdict": verdict(claim.get("expect", {}), change, p_max)}
+            "verdict": _recipe_mismatch(a_rows, b_rows) or verdict(claim.get("expect", {}), change, p_max)}
+
+
+def _recipe_mismatch(a_rows: pl.DataFrame, b_rows: pl.DataFrame) -> str | None:
+    """A verdict for a claim whose two sides were trained under different recipes (a board part-way through a
+    rerun): their difference would measure the recipe change, not the claim's mechanism."""
+    def recipes(rows: pl.DataFrame) -> set[str]:
+        if "recipe" not in rows.columns:
+            return {"none recorded"}
+        return {value or "none recorded" for value in rows["recipe"].cast(pl.Utf8).to_list()}
+
+    a, b = recipes(a_rows), recipes(b_rows)
+    if a == b and len(a) == 1:
+        return None
+    return f"untested (recipes differ: {', '.join(sorted(a))} vs {', '.join(sorted(b))})"
 
 
 def _known_p_value(known: tuple | None, a_mean: float, b_mean: float, seeds: int) -> float:

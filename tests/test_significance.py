@@ -7,7 +7,7 @@ import shutil
 import polars as pl
 import pytest
 
-from retrieval_zoo.reports import read_leaderboard
+from retrieval_zoo.reports import RECIPE, read_leaderboard
 from retrieval_zoo.runner import run_benchmark
 from retrieval_zoo.significance import check_claims, verdict
 
@@ -67,6 +67,17 @@ def test_a_refresh_keeps_the_p_value_of_the_same_runs_once_their_folders_are_gon
     other = with_runs.with_columns(pl.col("a_mean") + 0.01)  # other runs: the old p-value does not apply
     [untouched] = check_claims(file, board, known=other, results_dir=board_dir).to_dicts()
     assert untouched["verdict"] == "untested (runs not saved)"
+
+
+def test_a_claim_between_rows_of_different_recipes_is_untested_whatever_its_effect(board_dir, label_dataset):
+    board = read_leaderboard(board_dir)
+    older = board.with_columns(pl.when(pl.col("model") == "light_two_tower").then(pl.lit("2026-01-01"))
+                               .otherwise(pl.col("recipe").cast(pl.Utf8)).alias("recipe"))
+    for expect in ({"max_p": 0.5}, {"max_relative_loss": 10.0}, {"min_relative_gain": 100.0}):
+        [row] = check_claims(claims_file(board_dir, expect), older, results_dir=board_dir).to_dicts()
+        assert row["verdict"].startswith(f"untested (recipes differ: {RECIPE} vs 2026-01-01)"), row["verdict"]
+    [same] = check_claims(claims_file(board_dir, {"max_relative_loss": 10.0}), board, results_dir=board_dir).to_dicts()
+    assert same["verdict"] == "yes"
 
 
 def test_verdict_rules():
