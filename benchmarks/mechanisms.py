@@ -159,7 +159,7 @@ def unit_values(folder: Path, metric: str, group: str | None) -> pl.DataFrame:
     """(unit_id, value) of ``metric`` for the run's test units (of ``group`` only, when given)."""
     values = curve_scores(folder, [metric]).filter(pl.col("metric") == metric).select("unit_id", "value")
     if group is not None:
-        values = values.filter(pl.col("unit_id").is_in(group_units(folder, group)))
+        values = values.filter(pl.col("unit_id").is_in(group_units(folder, group).implode()))
     return values
 
 
