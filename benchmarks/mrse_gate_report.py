@@ -39,7 +39,7 @@ def trained_module(dataset_name: str, variant: str | None, seed: int, overrides:
     datamodule = RetrievalDataModule(dataset, fields, data_settings(config["data"]), seed)
     module.attach(datamodule)  # extracts (or reads cached) image features, builds the adaptor
     if checkpoint is not None and checkpoint.exists():
-        module.model.load_state_dict(torch.load(checkpoint, weights_only=True))
+        module.model.load_state_dict(model_state(checkpoint))
         return module, datamodule, dataset
     trainer = L.Trainer(**config["trainer"], logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0)
@@ -48,6 +48,21 @@ def trained_module(dataset_name: str, variant: str | None, seed: int, overrides:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         torch.save(module.model.state_dict(), checkpoint)
     return module, datamodule, dataset
+
+
+def model_state(checkpoint: Path) -> dict:
+    """The model's weights from a state dict this script saved, or from a run folder's ``model.pt`` (the Lightning
+    module's state dict, every key prefixed ``model.``), so a leaderboard or mechanism run can be inspected as is."""
+    state = torch.load(checkpoint, weights_only=True)
+    if state and all(key.startswith("model.") for key in state):
+        state = {key.removeprefix("model."): value for key, value in state.items()}
+    return state
+
+
+def named_attribute(intent: str | None) -> str:
+    """What an image_attr query names, from simshop's ground-truth intent: a colour, else a print style."""
+    fields = dict(part.split("=", 1) for part in (intent or "").split(";") if "=" in part)
+    return "colour" if "color" in fields else "style" if "style" in fields else "neither"
 
 
 @torch.no_grad()
@@ -79,6 +94,9 @@ def report(module, datamodule, dataset) -> pl.DataFrame:
     q_weights = query_weights(module, datamodule, test)
     rows = averages(q_weights, "query", "all", ["all"] * len(test))
     rows += averages(q_weights, "query", "group", [units.groups[i] for i in test])
+    if "intent" in dataset.queries.columns:  # simshop: does the query name a colour (seen in the picture) or a style?
+        intent = dict(zip(dataset.queries["query_id"].to_list(), dataset.queries["intent"].to_list(), strict=True))
+        rows += averages(q_weights, "query", "names", [named_attribute(intent.get(units.query_ids[i])) for i in test])
     if dataset.users is not None and "user_type" in dataset.users.columns:
         user_type = dict(zip(dataset.users["user_id"].to_list(), dataset.users["user_type"].to_list(), strict=True))
         rows += averages(q_weights, "query", "user_type", [user_type.get(units.user_ids[i]) for i in test])
