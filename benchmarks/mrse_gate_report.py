@@ -14,6 +14,7 @@ each expert's weight) and a bar chart next to it.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,9 @@ from retrieval_zoo.data.features import dataset_fields
 from retrieval_zoo.models import build_model, load_config
 from retrieval_zoo.models.mrse import EXPERTS
 from retrieval_zoo.runner import data_settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from text_ceiling import intent_fields  # noqa: E402
 
 
 def trained_module(dataset_name: str, variant: str | None, seed: int, overrides: list[str], checkpoint: Path | None):
@@ -61,7 +65,7 @@ def model_state(checkpoint: Path) -> dict:
 
 def named_attribute(intent: str | None) -> str:
     """What an image_attr query names, from simshop's ground-truth intent: a colour, else a print style."""
-    fields = dict(part.split("=", 1) for part in (intent or "").split(";") if "=" in part)
+    fields = intent_fields(intent) if intent else {}
     return "colour" if "color" in fields else "style" if "style" in fields else "neither"
 
 
