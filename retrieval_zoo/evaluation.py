@@ -204,10 +204,10 @@ def significance(targets: EvaluationTargets, run_a: pl.DataFrame, run_b: pl.Data
     ranx_name, kind = METRICS[metric]
     qrels = targets.qrels[kind]
     if group is not None:
-        members = targets.groups.filter(pl.col("group") == group)["unit_id"]
-        qrels = qrels.filter(pl.col("q_id").is_in(members.implode()))
-        run_a = run_a.filter(pl.col("q_id").is_in(members.implode()))
-        run_b = run_b.filter(pl.col("q_id").is_in(members.implode()))
+        members = targets.groups.filter(pl.col("group") == group)["unit_id"].implode()
+        qrels = qrels.filter(pl.col("q_id").is_in(members))
+        run_a = run_a.filter(pl.col("q_id").is_in(members))
+        run_b = run_b.filter(pl.col("q_id").is_in(members))
     report = compare(_frame_to_ranx(qrels, Qrels, np.int64), [to_ranx_run(run_a, "a"), to_ranx_run(run_b, "b")],
                      [ranx_name], stat_test=stat_test, make_comparable=True)
     return float(report.comparisons[("a", "b")][ranx_name]["p_value"])
@@ -224,8 +224,8 @@ def per_query_p_value(per_query_a: pl.DataFrame, per_query_b: pl.DataFrame, metr
     values = [frame.filter(pl.col("metric") == metric).select("unit_id", "value") for frame in (per_query_a,
                                                                                                  per_query_b)]
     if units is not None:
-        wanted = pl.Series(list(units), dtype=pl.Utf8)
-        values = [frame.filter(pl.col("unit_id").is_in(wanted.implode())) for frame in values]
+        wanted = pl.Series(list(units), dtype=pl.Utf8).implode()
+        values = [frame.filter(pl.col("unit_id").is_in(wanted)) for frame in values]
     if set(values[0]["unit_id"]) != set(values[1]["unit_id"]):
         raise ValueError(f"the two runs were scored on different queries for {metric} "
                          f"({values[0].height} vs {values[1].height}); compare runs of the same dataset and split")
