@@ -21,7 +21,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="light_two_tower")
     parser.add_argument("--dataset", default="simshop")
-    parser.add_argument("--set", nargs="*", default=[])
+    parser.add_argument("--set", action="extend", nargs="+", default=[])  # repeated flags add up
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as results:
         [result] = run_benchmark(args.model, args.dataset, seeds=1, overrides=["trainer.max_epochs=1", *args.set],

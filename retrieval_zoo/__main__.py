@@ -43,7 +43,9 @@ def _parser() -> ArgumentParser:
     bench.add_argument("--seeds", type=int, default=1, help="number of seeds (0..n-1)")
     bench.add_argument("--variant", default=None, help="an ablation variant named in the model's config")
     bench.add_argument("--config", default=None, help="a YAML config file replacing the model's own")
-    bench.add_argument("--set", nargs="*", default=[], help="overrides, e.g. --set model.dim=64 trainer.max_epochs=2")
+    # repeated --set flags add up (argparse "extend"): the last must not silently drop the ones before it
+    bench.add_argument("--set", action="extend", nargs="+", default=[],
+                       help="overrides, e.g. --set model.dim=64 trainer.max_epochs=2 (repeatable)")
     bench.add_argument("--results", default="results", help="results folder")
     bench.add_argument("--wandb", default=None, help="online, offline or disabled")
     bench.add_argument("--no-progress", action="store_true", help="hide progress bars")

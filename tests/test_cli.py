@@ -118,3 +118,13 @@ def test_lightning_sigterm_exception_is_not_exit_0(tmp_path, capsys, monkeypatch
     monkeypatch.setattr("retrieval_zoo.runner.run_benchmark", killed)
     assert main(["bench", "--model", "bm25", "--results", str(tmp_path)]) == 143
     assert "interrupted by SIGTERM (exit 143)" in capsys.readouterr().err
+
+
+def test_repeated_set_flags_add_up():
+    """`--set a --set b` keeps both overrides (it once kept only the last, silently dropping a max_steps cap)."""
+    from retrieval_zoo.__main__ import _parser
+
+    options = _parser().parse_args(["bench", "--model", "bm25", "--set", "trainer.max_steps=5", "eval.k=100",
+                                    "--set", "trainer.max_epochs=1"])
+    assert options.bench.set == ["trainer.max_steps=5", "eval.k=100", "trainer.max_epochs=1"]
+    assert _parser().parse_args(["bench", "--model", "bm25"]).bench.set == []
