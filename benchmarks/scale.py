@@ -129,7 +129,7 @@ def data_sizes(args: argparse.Namespace) -> dict[str, int]:
 def user_cache() -> Path:
     """The project's cache folder as ``retrieval_zoo.data.registry.cache_dir`` finds it (no import: the parent
     stays small, see ``run_child``)."""
-    return Path(os.environ.get("RETRIEVAL_ZOO_CACHE", Path.home() / ".cache" / "retrieval_zoo"))
+    return Path(os.environ.get("RETRIEVAL_ZOO_CACHE") or Path.home() / ".cache" / "retrieval_zoo")
 
 
 def default_data_dir(sizes: dict[str, int]) -> Path:

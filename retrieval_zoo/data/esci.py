@@ -122,7 +122,7 @@ def load_esci(
 def esci_raw_dir(path: str | Path | None = None) -> Path:
     if path is not None:
         return Path(path)
-    return Path(os.environ.get("RETRIEVAL_ZOO_ESCI_DIR", registry.cache_dir() / "esci" / "raw"))
+    return Path(os.environ.get("RETRIEVAL_ZOO_ESCI_DIR") or registry.cache_dir() / "esci" / "raw")
 
 
 def check_esci_files(raw: Path) -> dict[str, Path]:

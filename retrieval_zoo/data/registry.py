@@ -64,7 +64,9 @@ def _entry(name: str) -> DatasetEntry:
 
 def cache_dir() -> Path:
     """Where prepared datasets and encoder caches live (override with RETRIEVAL_ZOO_CACHE)."""
-    root = Path(os.environ.get("RETRIEVAL_ZOO_CACHE", Path.home() / ".cache" / "retrieval_zoo"))
+    # an empty value (``RETRIEVAL_ZOO_CACHE= make bench``) means unset, not the current folder: it once wrote
+    # 55 MB of caches into the repository's working tree
+    root = Path(os.environ.get("RETRIEVAL_ZOO_CACHE") or Path.home() / ".cache" / "retrieval_zoo")
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -72,4 +74,4 @@ def cache_dir() -> Path:
 def shared_data_dir() -> Path:
     """The project's ``../shared/data`` (override with RETRIEVAL_ZOO_SHARED_DATA)."""
     default = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return Path(os.environ.get("RETRIEVAL_ZOO_SHARED_DATA", default))
+    return Path(os.environ.get("RETRIEVAL_ZOO_SHARED_DATA") or default)

@@ -73,6 +73,12 @@ def test_cache_dir_follows_the_environment_and_exists(tmp_path, monkeypatch):
     assert (tmp_path / "new" / "cache").is_dir()  # created on first use
 
 
+def test_empty_cache_variable_means_the_default_not_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("RETRIEVAL_ZOO_CACHE", "")
+    assert registry.cache_dir() == tmp_path / ".cache" / "retrieval_zoo"
+
+
 def test_shared_data_dir_default_and_override(tmp_path, monkeypatch):
     monkeypatch.delenv("RETRIEVAL_ZOO_SHARED_DATA", raising=False)
     package_parent = Path(registry.__file__).resolve().parents[2]  # the repository root
