@@ -45,6 +45,12 @@ def wandb_records(path: Path):
 def read_run(folder: Path) -> dict:
     """One offline run: its run record, config, summary (last values; a nested value's keys joined by "/"),
     history rows and artifacts."""
+    import wandb
+
+    # a finished run's records reach its .wandb file from the wandb-core service a moment after ``finish``
+    # returns (read at once, it lacked its run record in 2 of 4 tries on a busy machine): shutting the service down
+    # waits for its writes
+    wandb.teardown()
     [log] = folder.glob("run-*.wandb")
     found = {"config": {}, "summary": {}, "history": [], "artifacts": []}
 
