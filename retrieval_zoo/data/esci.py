@@ -15,7 +15,6 @@ filtered to one locale and cleaned batch by batch (see ``read_esci_products``), 
 from __future__ import annotations
 
 import html
-import os
 import tempfile
 from pathlib import Path
 
@@ -122,7 +121,7 @@ def load_esci(
 def esci_raw_dir(path: str | Path | None = None) -> Path:
     if path is not None:
         return Path(path)
-    return Path(os.environ.get("RETRIEVAL_ZOO_ESCI_DIR") or registry.cache_dir() / "esci" / "raw")
+    return registry.path_from_env("RETRIEVAL_ZOO_ESCI_DIR", registry.cache_dir() / "esci" / "raw")
 
 
 def check_esci_files(raw: Path) -> dict[str, Path]:

@@ -62,11 +62,15 @@ def _entry(name: str) -> DatasetEntry:
     return _DATASETS[name]
 
 
+def path_from_env(name: str, default: str | Path) -> Path:
+    """The folder named by the environment variable ``name``, else ``default``. An empty value means unset, not
+    the current folder (``RETRIEVAL_ZOO_CACHE= make bench`` once wrote 55 MB of caches into the working tree)."""
+    return Path(os.environ.get(name) or default)
+
+
 def cache_dir() -> Path:
     """Where prepared datasets and encoder caches live (override with RETRIEVAL_ZOO_CACHE)."""
-    # an empty value (``RETRIEVAL_ZOO_CACHE= make bench``) means unset, not the current folder: it once wrote
-    # 55 MB of caches into the repository's working tree
-    root = Path(os.environ.get("RETRIEVAL_ZOO_CACHE") or Path.home() / ".cache" / "retrieval_zoo")
+    root = path_from_env("RETRIEVAL_ZOO_CACHE", Path.home() / ".cache" / "retrieval_zoo")
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -74,4 +78,4 @@ def cache_dir() -> Path:
 def shared_data_dir() -> Path:
     """The project's ``../shared/data`` (override with RETRIEVAL_ZOO_SHARED_DATA)."""
     default = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return Path(os.environ.get("RETRIEVAL_ZOO_SHARED_DATA") or default)
+    return path_from_env("RETRIEVAL_ZOO_SHARED_DATA", default)

@@ -13,7 +13,6 @@ Text, queries and labels come from the ESCI files, so a SQID load needs both fol
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -97,7 +96,7 @@ def load_sqid(
 def sqid_raw_dir(path: str | Path | None = None) -> Path:
     if path is not None:
         return Path(path)
-    return Path(os.environ.get("RETRIEVAL_ZOO_SQID_DIR") or registry.cache_dir() / "sqid" / "raw")
+    return registry.path_from_env("RETRIEVAL_ZOO_SQID_DIR", registry.cache_dir() / "sqid" / "raw")
 
 
 def check_sqid_files(raw: Path, image_column: str, text_column: str, text_features: bool) -> dict[str, Path]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieval_zoo.data import registry
+from retrieval_zoo.data import esci, registry, sqid
 from retrieval_zoo.data.dataset import DatasetError
 from retrieval_zoo.data.registry import (
     dataset_description,
@@ -77,6 +77,11 @@ def test_empty_cache_variable_means_the_default_not_the_current_folder(tmp_path,
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("RETRIEVAL_ZOO_CACHE", "")
     assert registry.cache_dir() == tmp_path / ".cache" / "retrieval_zoo"
+    for name in ("RETRIEVAL_ZOO_SHARED_DATA", "RETRIEVAL_ZOO_ESCI_DIR", "RETRIEVAL_ZOO_SQID_DIR"):
+        monkeypatch.setenv(name, "")
+    assert registry.shared_data_dir() == Path(registry.__file__).resolve().parents[3] / "shared" / "data"
+    assert esci.esci_raw_dir() == tmp_path / ".cache" / "retrieval_zoo" / "esci" / "raw"
+    assert sqid.sqid_raw_dir() == tmp_path / ".cache" / "retrieval_zoo" / "sqid" / "raw"
 
 
 def test_shared_data_dir_default_and_override(tmp_path, monkeypatch):
