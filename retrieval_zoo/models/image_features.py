@@ -93,10 +93,11 @@ def _register_tiny_configs() -> None:
 
     if all(name in open_clip.list_models() for name in TINY_CONFIGS):
         return
-    folder = Path(tempfile.mkdtemp(prefix="rz_open_clip_"))
-    for name, config in TINY_CONFIGS.items():
-        (folder / f"{name}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(folder)
+    # the scan reads the files at once and keeps what it read, so the folder can go straight after
+    with tempfile.TemporaryDirectory(prefix="rz_open_clip_") as folder:
+        for name, config in TINY_CONFIGS.items():
+            (Path(folder) / f"{name}.json").write_text(json.dumps(config))
+        open_clip.add_model_config(folder)
 
 
 def model_config(name: str) -> dict:
