@@ -313,7 +313,9 @@ def last_error_line(log: Path) -> str:
 def bench_command(run: Run, raw: Path, results: Path) -> list[str]:
     command = [sys.executable, "-c", CLI_WITH_STACK_DUMP, "--debug", "bench", "--model", run.model,
                "--variant", run.variant, "--dataset", f"esci:path={raw}", "--seeds", "1",
-               "--results", str(results), "--no-progress", "--wandb", "disabled"]  # W&B is no model stage
+               "--results", str(results), "--wandb", "disabled"]  # W&B is no model stage
+    # with progress on, the log (not a terminal) gets plain lines: inputs ready, then training steps every minute,
+    # each with the memory now and at its peak, so a run stopped at the timeout says how far it got
     if run.one_epoch:
         command += ["--set", "trainer.max_epochs=1"]
     return command

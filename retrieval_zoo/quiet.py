@@ -16,6 +16,7 @@ import time
 import warnings
 from typing import Any
 
+import psutil
 import pytorch_lightning as L
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
 from pytorch_lightning.utilities.imports import _RICH_AVAILABLE
@@ -46,6 +47,18 @@ LIGHTNING_INFO_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fa
                           "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
 PLAIN_INTERVAL_S = 60.0  # a log file gets a progress line at least this often within a long epoch
+
+
+def memory_text() -> str:
+    """This process's resident memory now and its peak so far, for log lines: a log that ends in a kill (a
+    timeout, the OOM killer) still says which stage the memory grew in."""
+    now = psutil.Process().memory_info().rss / 2**30
+    try:
+        import resource
+    except ImportError:  # Windows: no peak figure
+        return f"rss {now:.2f} GiB"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024) / 2**30
+    return f"rss {now:.2f} GiB (peak {peak:.2f})"
 
 
 def quiet() -> None:
@@ -125,8 +138,8 @@ class EpochTQDMBar(TQDMProgressBar):
 
 
 class PlainProgress(ProgressBar):
-    """Progress for a log file: one line per training epoch (steps, seconds, the last logged train losses and
-    the epoch's valid metrics), and a line at least every ``interval`` seconds within a long epoch. Rank 0 only."""
+    """Progress for a log file: one line per training epoch (steps, seconds, memory, the last logged train losses
+    and the epoch's valid metrics), and a line at least every ``interval`` seconds within a long epoch. Rank 0 only."""
 
     def __init__(self, interval: float = PLAIN_INTERVAL_S) -> None:
         super().__init__()
@@ -167,7 +180,7 @@ class PlainProgress(ProgressBar):
         if epoch_end:  # the valid metrics the validation callback logged for this epoch
             metrics |= {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         shown = "  ".join(f"{k} {_number(v)}" for k, v in metrics.items() if k != "v_num")
-        line = f"{_epoch_text(trainer).lower()}  {steps} steps  {now - self._epoch_started:.1f}s"
+        line = f"{_epoch_text(trainer).lower()}  {steps} steps  {now - self._epoch_started:.1f}s  {memory_text()}"
         print(f"{line}  {shown}".rstrip(), file=sys.stderr, flush=True)
         self._last_line = now
 

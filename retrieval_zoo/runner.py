@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -46,7 +47,7 @@ from retrieval_zoo.models.bm25 import text_choice_name
 from retrieval_zoo.models.components import uses_encoder
 from retrieval_zoo.models.registry import ConfigError, build_model, encoder_of, load_config, model_entry
 from retrieval_zoo.preflight import check_run_settings
-from retrieval_zoo.quiet import Quiet, progress_callbacks, quiet, show_bars
+from retrieval_zoo.quiet import Quiet, memory_text, on_terminal, progress_callbacks, quiet, show_bars
 from retrieval_zoo.reports import RECIPE, flat_row, write_board
 from retrieval_zoo.run_folder import protocol_text, selected_state, write_model_states, write_run_folder
 from retrieval_zoo.tracking import TRACKING_KEYS, LogEveryEpoch
@@ -357,6 +358,9 @@ def train_and_search(config: dict[str, Any], dataset: ProductSearchDataset, seed
     started = time.perf_counter()
     datamodule.setup()
     features_seconds = time.perf_counter() - started
+    if progress and not on_terminal():  # a log's record of the stage before training (a terminal has its bars)
+        print(f"inputs ready in {features_seconds:.1f} s (features, tokens, mined negatives)  {memory_text()}",
+              file=sys.stderr, flush=True)
     test = datamodule.units.indices_of_split("test")
     if len(test) == 0:
         raise ConfigError(f"dataset '{dataset.name}' has no test units; check its split column")

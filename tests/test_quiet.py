@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 import torch
 
 from retrieval_zoo import quiet
-from retrieval_zoo.quiet import EpochBar, PlainProgress, progress_callbacks
+from retrieval_zoo.quiet import EpochBar, PlainProgress, memory_text, progress_callbacks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,6 +66,12 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(monkeypatch):
     assert progress_callbacks(False) == []
 
 
+def test_memory_text_reports_this_process_now_and_at_its_peak_in_gib():
+    now, peak = map(float, re.fullmatch(r"rss (\d+\.\d+) GiB \(peak (\d+\.\d+)\)", memory_text()).groups())
+    # a unit slip (ru_maxrss is KiB on Linux, bytes on macOS) would put the peak 1024x off, past the machine's RAM
+    assert 0.01 < now <= peak < psutil.virtual_memory().total / 2**30
+
+
 @pytest.mark.slow
 def test_a_bench_run_in_a_log_prints_no_known_noise_and_no_carriage_return(tmp_path):
     env = {k: v for k, v in os.environ.items()
@@ -86,4 +94,6 @@ def test_a_bench_run_in_a_log_prints_no_known_noise_and_no_carriage_return(tmp_p
     epochs = [line for line in text.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in epochs] == ["1/2", "2/2"], text
     assert all("train/loss" in line and "val/ndcg@10" in line for line in epochs)
+    assert all(re.search(r"rss \d+\.\d\d GiB \(peak \d+\.\d\d\)", line) for line in epochs), epochs
+    assert [line for line in text.splitlines() if line.startswith("inputs ready in ") and "GiB" in line], text
     assert list((tmp_path / "wb" / "wandb").glob("offline-run-*")), "the W&B run follows WANDB_DIR"
