@@ -359,7 +359,8 @@ def train_and_search(config: dict[str, Any], dataset: ProductSearchDataset, seed
     datamodule.setup()
     features_seconds = time.perf_counter() - started
     if progress and not on_terminal():  # a log's record of the stage before training (a terminal has its bars)
-        print(f"inputs ready in {features_seconds:.1f} s (features, tokens, mined negatives)  {memory_text()}",
+        print(f"inputs ready in {features_seconds:.1f} s (features, tokens; hard negatives come with the first "
+              f"train loader)  {memory_text()}",
               file=sys.stderr, flush=True)
     test = datamodule.units.indices_of_split("test")
     if len(test) == 0:

@@ -41,6 +41,7 @@ from retrieval_zoo.data.dataset import DatasetError
 from retrieval_zoo.data.features import QueryUnits
 from retrieval_zoo.data.registry import cache_dir
 from retrieval_zoo.data.stages import StageLists
+from retrieval_zoo.quiet import memory_text
 
 SOURCES = ("judged", "bm25", "minilm")
 CACHE_VERSION = 1  # bump when the mining rule changes, so old cache files are not reused
@@ -123,7 +124,8 @@ def mine_hard_negatives(item_texts: list[str], units: QueryUnits, stages: StageL
     mined = MinedLists(offsets, items.astype(np.int64), unit_query, time.perf_counter() - started)
     if verbose:
         print(f"hard negatives ({'+'.join(used) or 'no source'}, depth {settings.depth}): {len(query_texts):,} train "
-              f"queries mined in {mined.seconds:.1f} s, mean list length {mined.mean_length:.1f}", flush=True)
+              f"queries mined in {mined.seconds:.1f} s, mean list length {mined.mean_length:.1f}  {memory_text()}",
+              flush=True)
     return mined
 
 

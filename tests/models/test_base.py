@@ -79,3 +79,29 @@ def test_an_unknown_schedule_is_a_clear_error():
 
     with pytest.raises(ValueError, match="scheduler.name"):
         RetrievalModule(TableAndLayer(), InBatchSoftmaxLoss(), scheduler={"name": "step"})
+
+
+def test_the_catalogue_is_encoded_batch_by_batch_into_catalogue_order():
+    import numpy as np
+
+    from retrieval_zoo.data.datamodule import RetrievalDataModule
+    from retrieval_zoo.data.registry import load_dataset
+    from retrieval_zoo.models.registry import build_model, load_config
+    from retrieval_zoo.runner import data_settings
+
+    config = load_config("light_two_tower")
+    trained = build_model(config)
+    trained.attach(RetrievalDataModule(load_dataset("simshop-tiny"), set(trained.required_fields),
+                                       data_settings(config["data"]), seed=0))
+    trained.eval()
+    n = len(trained.catalog)
+    with torch.no_grad():
+        expected = trained._encode_item_rows(torch.arange(n)).numpy()
+    in_order = trained.encode_catalog(batch_size=64, progress=False)
+    assert in_order.dtype == np.float32 and in_order.flags.c_contiguous
+    np.testing.assert_allclose(in_order, expected, atol=1e-6, rtol=0)
+    order = np.random.default_rng(0).permutation(n)  # a model that encodes in its own order (e.g. longest first)
+    trained.model.catalogue_order = lambda catalog: order
+    np.testing.assert_allclose(trained.encode_catalog(batch_size=64, progress=False), expected, atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(trained.encode_catalog(batch_size=n, progress=False),
+                                  trained._encode_item_rows(torch.as_tensor(order)).detach().numpy()[np.argsort(order)])
