@@ -58,7 +58,8 @@ def memory_text() -> str:
     except ImportError:  # Windows: no peak figure
         return f"rss {now:.2f} GiB"
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024) / 2**30
-    return f"rss {now:.2f} GiB (peak {peak:.2f})"
+    # the kernel updates the high-water mark lazily: it can read a little below the resident size just measured
+    return f"rss {now:.2f} GiB (peak {max(peak, now):.2f})"
 
 
 def quiet() -> None:
