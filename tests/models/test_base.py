@@ -90,18 +90,18 @@ def test_the_catalogue_is_encoded_batch_by_batch_into_catalogue_order():
     from retrieval_zoo.runner import data_settings
 
     config = load_config("light_two_tower")
-    trained = build_model(config)
-    trained.attach(RetrievalDataModule(load_dataset("simshop-tiny"), set(trained.required_fields),
+    untrained = build_model(config)
+    untrained.attach(RetrievalDataModule(load_dataset("simshop-tiny"), set(untrained.required_fields),
                                        data_settings(config["data"]), seed=0))
-    trained.eval()
-    n = len(trained.catalog)
+    untrained.eval()
+    n = len(untrained.catalog)
     with torch.no_grad():
-        expected = trained._encode_item_rows(torch.arange(n)).numpy()
-    in_order = trained.encode_catalog(batch_size=64, progress=False)
+        expected = untrained._encode_item_rows(torch.arange(n)).numpy()
+    in_order = untrained.encode_catalog(batch_size=64, progress=False)
     assert in_order.dtype == np.float32 and in_order.flags.c_contiguous
     np.testing.assert_allclose(in_order, expected, atol=1e-6, rtol=0)
     order = np.random.default_rng(0).permutation(n)  # a model that encodes in its own order (e.g. longest first)
-    trained.model.catalogue_order = lambda catalog: order
-    np.testing.assert_allclose(trained.encode_catalog(batch_size=64, progress=False), expected, atol=1e-6, rtol=0)
-    np.testing.assert_array_equal(trained.encode_catalog(batch_size=n, progress=False),
-                                  trained._encode_item_rows(torch.as_tensor(order)).detach().numpy()[np.argsort(order)])
+    untrained.model.catalogue_order = lambda catalog: order
+    np.testing.assert_allclose(untrained.encode_catalog(batch_size=64, progress=False), expected, atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(untrained.encode_catalog(batch_size=n, progress=False),
+                                  untrained._encode_item_rows(torch.as_tensor(order)).detach().numpy()[np.argsort(order)])
