@@ -9,8 +9,10 @@ import polars as pl
 import pytest
 
 import retrieval_zoo as rz
+from retrieval_zoo.data.features import compose_item_texts, without_unread_text
 from retrieval_zoo.models import list_models
-from retrieval_zoo.runner import run_benchmark
+from retrieval_zoo.models.registry import load_config, text_columns_read
+from retrieval_zoo.runner import data_settings, run_benchmark
 
 FAST = ["trainer.max_steps=3", "trainer.limit_val_batches=1", "data.eval_batch_size=256"]
 
@@ -184,3 +186,24 @@ def test_bm25_chooses_its_item_text_on_valid_and_reports_what_it_tried(tiny, tmp
     [same] = run_benchmark("bm25", tiny, seeds=1, overrides=overrides, results_dir=tmp_path / "b",
                            wandb="disabled", progress=False, print_table=False)
     assert same.metrics["ndcg@10"] == pytest.approx(chosen.metrics["ndcg@10"], abs=1e-12)
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_the_text_a_run_releases_is_text_its_model_never_reads(model, tiny):
+    """Releasing unread long text (memory at ESCI size) must not change a run: every text the model composes
+    (BM25: under each of its text choices) is the same from the released products as from the full ones."""
+    config = load_config(model)
+    item_text = data_settings(config["data"]).features.item_text
+    released, names = without_unread_text(tiny, text_columns_read(config, item_text))
+    assert names == ["bullets"]  # the shipped configs' item text skips the bullets (budget 0)
+    choices = [{}, *config["model"].get("item_text_choices", [])]
+    for choice in choices:
+        budgets = {**item_text, **choice}
+        assert compose_item_texts(released.products, budgets) == compose_item_texts(tiny.products, budgets)
+
+
+def test_columns_bm25_names_are_kept_and_a_run_says_what_it_released(tiny, tmp_path, capsys):
+    config = load_config("bm25", overrides=["model.fields=[title,bullets]"])
+    assert text_columns_read(config, data_settings(config["data"]).features.item_text) == {"title", "bullets"}
+    run_benchmark("bm25", tiny, seeds=1, results_dir=tmp_path, wandb="disabled", progress=True, print_table=False)
+    assert "product text not read by this run, released from memory: bullets" in capsys.readouterr().err

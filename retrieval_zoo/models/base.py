@@ -8,6 +8,7 @@ an optimiser into a LightningModule; the Trainer, callbacks, loggers and strateg
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from retrieval_zoo.data.datamodule import RetrievalDataModule
-from retrieval_zoo.data.features import ItemCatalog
+from retrieval_zoo.data.features import ItemCatalog, columns_in_text
 from retrieval_zoo.distributed import gather_rows, shard
 from retrieval_zoo.models.components import pretrained_parameter_ids
 
@@ -41,6 +42,12 @@ class TwoTowerModel(nn.Module):
 
     def encode_items(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.item_tower(inputs)
+
+    @classmethod
+    def text_columns(cls, section: Any, item_text: Mapping[str, int]) -> set[str]:
+        """The product columns a run of this model reads as text, given its typed ``model:`` section and the
+        item-text budgets: every two-tower model reads the composed item text (features.py)."""
+        return columns_in_text(item_text)
 
     def prepare(self, datamodule: RetrievalDataModule) -> None:
         """Hook run once after the data module is set up and before training."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from retrieval_zoo.data.datamodule import RetrievalDataModule
-from retrieval_zoo.data.features import check_item_text, compose_item_texts
+from retrieval_zoo.data.features import check_item_text, columns_in_text, compose_item_texts
 
 
 @dataclass
@@ -69,6 +69,13 @@ class BM25Retriever:
         self.item_text_change: dict[str, int] = {}  # the chosen change to the item text ({}: the default)
         self.index_seconds = 0.0
         self.n_items = 0
+
+    @classmethod
+    def text_columns(cls, config: BM25Config, item_text: Mapping[str, int]) -> set[str]:
+        """The product columns the index may read: the named ``fields``, else the item text under each choice."""
+        if config.fields:
+            return set(config.fields)
+        return set().union(*(columns_in_text({**item_text, **choice}) for choice in [{}, *config.item_text_choices]))
 
     def index(self, datamodule: RetrievalDataModule) -> None:
         import bm25s

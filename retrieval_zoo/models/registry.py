@@ -281,11 +281,28 @@ def build_model(config: dict[str, Any]):
     return RetrievalModule(model, loss, config.get("optimizer"), name=entry.name, scheduler=config.get("scheduler"))
 
 
+def text_columns_read(config: dict[str, Any], item_text: dict[str, int]) -> set[str]:
+    """The product columns a run of ``config`` reads as text (its model class says; see ``text_columns``)."""
+    entry = model_entry(config["name"])
+    says = getattr(entry.factory, "text_columns", None)
+    if says is None:  # a registered class that does not say keeps every text column
+        from retrieval_zoo.data.features import ITEM_TEXT_COLUMNS
+
+        return set(ITEM_TEXT_COLUMNS)
+    return says(_typed_or_plain(entry, own_model_keys(config)), item_text)
+
+
+def _typed_or_plain(entry: ModelEntry, section: dict[str, Any]):
+    if entry.config_class is None:
+        return section
+    from retrieval_zoo.models.typed_config import typed_section
+
+    return typed_section(entry.config_class, section, f"model '{entry.name}'")
+
+
 def _construct(entry: ModelEntry, section: dict[str, Any]):
     if entry.config_class is not None:
-        from retrieval_zoo.models.typed_config import typed_section
-
-        return entry.factory(typed_section(entry.config_class, section, f"model '{entry.name}'"))
+        return entry.factory(_typed_or_plain(entry, section))
     try:
         return entry.factory(**section)
     except TypeError as error:

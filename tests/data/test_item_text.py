@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import polars as pl
 import pytest
 
@@ -10,7 +12,9 @@ from retrieval_zoo.data.features import (
     DEFAULT_ITEM_TEXT,
     FeatureSettings,
     build_catalog,
+    columns_in_text,
     compose_item_texts,
+    without_unread_text,
 )
 
 
@@ -88,3 +92,19 @@ def test_catalog_features_read_the_composed_text_and_keep_titles_for_display():
 def test_a_long_category_path_keeps_its_most_specific_words():
     frame = products(title=["Charger"], category=["Electronics > Phone Accessories > Wall Chargers"])
     assert compose_item_texts(frame, {"title": 4, "category": 3}) == ["Charger Accessories Wall Chargers"]
+
+
+def test_long_text_no_setting_reads_is_released_and_the_rest_kept(label_dataset):
+    frame = label_dataset.products.with_columns(pl.lit("soft cotton, machine washable").alias("description"),
+                                                pl.lit("- SIZE: M - WEIGHT: 200 g").alias("bullets"))
+    full = replace(label_dataset, products=frame)
+    released, names = without_unread_text(full, columns_in_text(DEFAULT_ITEM_TEXT))
+    assert names == ["bullets"]
+    assert released.products["bullets"].null_count() == released.products.height
+    assert released.products["description"].equals(frame["description"])
+    assert full.products["bullets"].null_count() == 0  # the dataset passed in is left as it was
+    assert compose_item_texts(released.products, DEFAULT_ITEM_TEXT) == compose_item_texts(frame, DEFAULT_ITEM_TEXT)
+    same, nothing = without_unread_text(full, {"title", "description", "bullets"})
+    assert same is full and nothing == []
+    # a column already empty is not "released" again
+    assert without_unread_text(released, {"title"})[1] == ["description"]
