@@ -3,7 +3,8 @@
 - ``bench --model mgdspr [--dataset simshop] [--seeds 3] [--variant no_user] [--set model.dim=64 ...]``
 - ``leaderboard [--dataset simshop] [--seeds 3] [--models a,b] [--plan benchmarks/leaderboard.yaml]``
 - ``claims`` — re-test benchmarks/claims against the saved runs and rebuild results/leaderboard.md
-- ``data --dataset esci [--path DIR]`` — download (with internet) / verify / prepare a dataset
+- ``data --dataset esci [--path DIR] [--features light_two_tower/pretrained,...]`` — download (with internet) /
+  verify / prepare a dataset; ``--features`` also caches the frozen sentence features those runs read
 - ``list`` — models with their variants, datasets
 - ``export-mteb RUN_DIR [--out FILE]`` — a run's test scores as MTEB's retrieval result JSON (``runs.export_mteb``)
 
@@ -69,6 +70,9 @@ def _parser() -> ArgumentParser:
     data = ArgumentParser(description="download / verify / prepare a dataset", exit_on_error=False)
     data.add_argument("--dataset", required=True)
     data.add_argument("--path", default=None, help="folder holding the official files")
+    data.add_argument("--features", default=None,
+                      help="comma list of model or model/variant: also encode and cache the frozen sentence features "
+                           "their runs read (e.g. light_two_tower/pretrained), so the runs start from the cache")
     commands.add_subcommand("data", data)
 
     commands.add_subcommand("list", ArgumentParser(description="list models, variants and datasets",
@@ -161,7 +165,14 @@ def _run(command: str, options) -> None:
     elif command == "data":
         from retrieval_zoo.data.prepare import prepare
 
-        print(prepare(options.dataset, options.path))
+        dataset = prepare(options.dataset, options.path)
+        print(dataset)
+        if options.features:
+            from retrieval_zoo.runner import cache_sentence_features
+
+            for spec in options.features.split(","):
+                model, _, variant = spec.strip().partition("/")
+                print(cache_sentence_features(model, dataset, variant or None))
     elif command == "export-mteb":
         from retrieval_zoo.runs import export_mteb
 

@@ -149,3 +149,25 @@ def test_a_read_only_lookup_never_encodes_nor_starts_an_entry(tiny_encoder, smal
     built = text.sentence_features(TEXTS, encoder=encoder)
     np.testing.assert_array_equal(text.cached_sentence_features(TEXTS, encoder=encoder), built)
     assert text.cached_sentence_features(TEXTS, encoder=encoder, dtype="float16") is None  # another entry
+
+
+def test_caching_a_variants_features_ahead_lets_its_run_start_from_the_cache(
+        tiny_encoder, small_chunks, monkeypatch, label_dataset):
+    """``data --features light_two_tower/pretrained`` (runner.cache_sentence_features) encodes exactly what that
+    run's inputs read: the run's data module then encodes nothing."""
+    from retrieval_zoo.data.datamodule import RetrievalDataModule
+    from retrieval_zoo.models.registry import build_model, load_config
+    from retrieval_zoo.runner import cache_sentence_features, data_settings
+
+    overrides = [f"model.encoder={tiny_encoder}"]
+    said = cache_sentence_features("light_two_tower", label_dataset, "pretrained", overrides)
+    assert f"item sentence features ({label_dataset.products.height}, " in said and "query sentence" in said
+    assert "nothing to cache" in cache_sentence_features("bm25", label_dataset)
+
+    calls = count_encoded(monkeypatch, str(tiny_encoder))
+    config = load_config("light_two_tower", "pretrained", overrides)
+    module = build_model(config)
+    datamodule = RetrievalDataModule(label_dataset, set(module.required_fields),
+                                     data_settings(config["data"], str(tiny_encoder)))
+    datamodule.setup()
+    assert calls == [] and datamodule.catalog.tensors["item_sentence"].shape[0] == label_dataset.products.height
