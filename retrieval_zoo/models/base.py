@@ -19,6 +19,7 @@ from torch import nn
 from retrieval_zoo.data.datamodule import RetrievalDataModule
 from retrieval_zoo.data.features import ItemCatalog, columns_in_text
 from retrieval_zoo.distributed import gather_rows, shard
+from retrieval_zoo.heap import release_freed_memory
 from retrieval_zoo.models.components import pretrained_parameter_ids
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -124,6 +125,7 @@ class RetrievalModule(pl.LightningModule):
         """
         from tqdm.auto import tqdm
 
+        release_freed_memory()  # training's freed activations, else still held while the catalogue is encoded
         self.eval()
         n_items = len(self.catalog)
         order = self.model.catalogue_order(self.catalog)
