@@ -166,7 +166,7 @@ def _run(command: str, options) -> None:
         from retrieval_zoo.data.prepare import prepare
 
         dataset = prepare(options.dataset, options.path)
-        print(dataset)
+        print(dataset.describe())
         if options.features:
             from retrieval_zoo.runner import cache_sentence_features
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -128,3 +129,10 @@ def test_repeated_set_flags_add_up():
                                     "--set", "trainer.max_epochs=1"])
     assert options.bench.set == ["trainer.max_steps=5", "eval.k=100", "trainer.max_epochs=1"]
     assert _parser().parse_args(["bench", "--model", "bm25"]).bench.set == []
+
+
+def test_data_prints_a_one_line_summary_not_the_tables(capsys):
+    example = Path(__file__).resolve().parents[1] / "datasets" / "local" / "example"
+    assert main(["data", "--dataset", "local", "--path", str(example)]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and printed[0].startswith("local") and " products, " in printed[0], printed

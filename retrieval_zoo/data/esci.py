@@ -121,7 +121,7 @@ def load_esci(
 def esci_raw_dir(path: str | Path | None = None) -> Path:
     if path is not None:
         return Path(path)
-    return registry.path_from_env("RETRIEVAL_ZOO_ESCI_DIR", registry.cache_dir() / "esci" / "raw")
+    return registry.path_from_env("RETRIEVAL_ZOO_ESCI_DIR", lambda: registry.cache_dir() / "esci" / "raw")
 
 
 def check_esci_files(raw: Path) -> dict[str, Path]:

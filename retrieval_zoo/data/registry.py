@@ -62,10 +62,15 @@ def _entry(name: str) -> DatasetEntry:
     return _DATASETS[name]
 
 
-def path_from_env(name: str, default: str | Path) -> Path:
+def path_from_env(name: str, default: str | Path | Callable[[], Path]) -> Path:
     """The folder named by the environment variable ``name``, else ``default``. An empty value means unset, not
-    the current folder (``RETRIEVAL_ZOO_CACHE= make bench`` once wrote 55 MB of caches into the working tree)."""
-    return Path(os.environ.get(name) or default)
+    the current folder (``RETRIEVAL_ZOO_CACHE= make bench`` once wrote 55 MB of caches into the working tree).
+    A callable default is called only when the variable is unset, so a default under the cache does not create
+    the cache folder for a user who named another place."""
+    value = os.environ.get(name)
+    if value:
+        return Path(value)
+    return Path(default() if callable(default) else default)
 
 
 def cache_dir() -> Path:

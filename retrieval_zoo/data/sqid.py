@@ -96,7 +96,7 @@ def load_sqid(
 def sqid_raw_dir(path: str | Path | None = None) -> Path:
     if path is not None:
         return Path(path)
-    return registry.path_from_env("RETRIEVAL_ZOO_SQID_DIR", registry.cache_dir() / "sqid" / "raw")
+    return registry.path_from_env("RETRIEVAL_ZOO_SQID_DIR", lambda: registry.cache_dir() / "sqid" / "raw")
 
 
 def check_sqid_files(raw: Path, image_column: str, text_column: str, text_features: bool) -> dict[str, Path]:

@@ -84,6 +84,15 @@ def test_empty_cache_variable_means_the_default_not_the_current_folder(tmp_path,
     assert sqid.sqid_raw_dir() == tmp_path / ".cache" / "retrieval_zoo" / "sqid" / "raw"
 
 
+def test_raw_dirs_named_by_the_environment_leave_the_cache_folder_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("RETRIEVAL_ZOO_CACHE", str(tmp_path / "never-made"))
+    monkeypatch.setenv("RETRIEVAL_ZOO_ESCI_DIR", str(tmp_path / "esci"))
+    monkeypatch.setenv("RETRIEVAL_ZOO_SQID_DIR", str(tmp_path / "sqid"))
+    assert esci.esci_raw_dir() == tmp_path / "esci"
+    assert sqid.sqid_raw_dir() == tmp_path / "sqid"
+    assert not (tmp_path / "never-made").exists()
+
+
 def test_shared_data_dir_default_and_override(tmp_path, monkeypatch):
     monkeypatch.delenv("RETRIEVAL_ZOO_SHARED_DATA", raising=False)
     package_parent = Path(registry.__file__).resolve().parents[2]  # the repository root
