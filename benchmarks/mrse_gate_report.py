@@ -24,7 +24,7 @@ import torch
 
 from retrieval_zoo.data import load_dataset
 from retrieval_zoo.data.datamodule import RetrievalDataModule
-from retrieval_zoo.data.features import dataset_fields
+from retrieval_zoo.data.features import fields_to_build
 from retrieval_zoo.models import build_model, load_config
 from retrieval_zoo.models.mrse import EXPERTS
 from retrieval_zoo.runner import data_settings
@@ -39,7 +39,7 @@ def trained_module(dataset_name: str, variant: str | None, seed: int, overrides:
     L.seed_everything(seed, workers=True, verbose=False)
     dataset = load_dataset(dataset_name)
     module = build_model(config)
-    fields = set(module.required_fields) | (set(module.optional_fields) & dataset_fields(dataset))
+    fields = fields_to_build(dataset, module.required_fields, module.optional_fields, "mrse")
     datamodule = RetrievalDataModule(dataset, fields, data_settings(config["data"]), seed)
     module.attach(datamodule)  # extracts (or reads cached) image features, builds the adaptor
     if checkpoint is not None and checkpoint.exists():

@@ -33,8 +33,7 @@ from retrieval_zoo.data.features import (
     FeatureSettings,
     build_catalog,
     build_units,
-    check_fields,
-    dataset_fields,
+    fields_to_build,
     without_unread_text,
 )
 from retrieval_zoo.data.fingerprint import dataset_key, folder_fingerprint, slug
@@ -207,9 +206,9 @@ def cache_sentence_features(model: str, dataset: str | ProductSearchDataset, var
     config = load_config(model, variant, overrides)
     data = load_dataset(dataset) if isinstance(dataset, str) else dataset
     module = build_model(config)
-    fields = set(module.required_fields) | (set(module.optional_fields) & dataset_fields(data))
-    wanted = fields & {"item_sentence", "query_sentence"}
     name = f"{config['name']}/{config['variant']}"
+    fields = fields_to_build(data, module.required_fields, module.optional_fields, config["name"])
+    wanted = fields & {"item_sentence", "query_sentence"}
     if not wanted:
         return f"{name} reads no frozen sentence features: nothing to cache"
     settings = data_settings(config["data"], encoder_of(config)).features
@@ -402,8 +401,7 @@ def train_and_search(config: dict[str, Any], dataset: ProductSearchDataset, seed
                      progress: bool) -> SearchOutput:
     L.seed_everything(seed, workers=True, verbose=False)
     model = build_model(config)
-    fields = set(model.required_fields) | (set(model.optional_fields) & dataset_fields(dataset))
-    check_fields(dataset, set(model.required_fields), config["name"])
+    fields = fields_to_build(dataset, model.required_fields, model.optional_fields, config["name"])
     datamodule = RetrievalDataModule(dataset, fields, data_settings(config["data"], encoder_of(config)), seed)
     started = time.perf_counter()
     datamodule.setup()

@@ -53,8 +53,8 @@ from retrieval_zoo.data.features import (
     QueryUnits,
     build_catalog,
     build_units,
-    check_fields,
     dataset_fields,
+    fields_to_build,
 )
 from retrieval_zoo.models.base import RetrievalModule
 from retrieval_zoo.models.registry import encoder_of
@@ -173,8 +173,7 @@ class ServedModel:
                 raise ServingError(f"fold must be in 0..{int(folds) - 1}, got {fold}")
             data = fold_view(data, fold)
         model = _built(config, seed)
-        fields = set(model.required_fields) | (set(model.optional_fields) & dataset_fields(data))
-        check_fields(data, set(model.required_fields), config["name"])
+        fields = fields_to_build(data, model.required_fields, model.optional_fields, config["name"])
         datamodule = RetrievalDataModule(data, fields, data_settings(config["data"], encoder_of(config)), seed)
         datamodule.setup()
         device = _device(config, device)

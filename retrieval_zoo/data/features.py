@@ -175,6 +175,13 @@ def check_fields(dataset: ProductSearchDataset, required: set[str], model_name: 
         )
 
 
+def fields_to_build(dataset: ProductSearchDataset, required: set[str], optional: set[str], model_name: str) -> set[str]:
+    """The fields a model reads from ``dataset``: every one it requires (checked: a clear error names what is
+    missing) and those of its optional fields the dataset offers."""
+    check_fields(dataset, required, model_name)
+    return set(required) | (set(optional) & dataset_fields(dataset))
+
+
 def dataset_fields(dataset: ProductSearchDataset) -> set[str]:
     """The fields (see the module docstring) this dataset can provide."""
     available = {"item_text", "item_hashed", "item_sentence", "item_category", "item_brand",

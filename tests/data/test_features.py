@@ -7,7 +7,13 @@ import polars as pl
 import pytest
 
 from retrieval_zoo.data.dataset import DatasetError, ProductSearchDataset
-from retrieval_zoo.data.features import FeatureSettings, build_catalog, build_units, check_fields
+from retrieval_zoo.data.features import (
+    FeatureSettings,
+    build_catalog,
+    build_units,
+    check_fields,
+    fields_to_build,
+)
 
 
 def _behaviour_dataset() -> ProductSearchDataset:
@@ -59,6 +65,13 @@ def test_histories_hold_earlier_actions_only_in_their_windows():
 def test_missing_required_field_names_what_the_dataset_offers(label_dataset):
     with pytest.raises(DatasetError, match="needs \\['user_history'\\].*offers"):
         check_fields(label_dataset, {"query_text", "user_history"}, "somemodel")
+
+
+def test_fields_to_build_checks_the_required_and_keeps_the_optional_on_offer(label_dataset):
+    fields = fields_to_build(label_dataset, {"query_text", "item_text"}, {"user_history", "item_brand"}, "somemodel")
+    assert fields == {"query_text", "item_text", "item_brand"}  # label data has no behaviour: no user_history
+    with pytest.raises(DatasetError, match="model 'somemodel' needs \\['user_history'\\]"):
+        fields_to_build(label_dataset, {"query_text", "user_history"}, set(), "somemodel")
 
 
 def test_schema_violations_are_one_line_errors(label_dataset):
