@@ -163,6 +163,17 @@ def test_a_neutral_key_at_its_neutral_value_leaves_the_config_hash_as_before():
     assert len({config_hash(c, "fp") for c in (neutral, switched, half)}) == 3
 
 
+def test_the_encoding_batch_size_is_not_in_the_config_hash_and_a_results_key_is():
+    from retrieval_zoo.models import load_config
+    from retrieval_zoo.runner import config_hash
+
+    config = load_config("mrse")
+    other_batch = {**config, "data": {**config["data"], "eval_batch_size": 1024}}
+    other_lr = {**config, "optimizer": {**config["optimizer"], "lr": 0.5}}
+    assert config_hash(other_batch, "fp") == config_hash(config, "fp")  # rows made at 1024 stay current
+    assert config_hash(other_lr, "fp") != config_hash(config, "fp")
+
+
 def test_above_the_configured_catalogue_size_the_runner_searches_approximately(tiny, tmp_path):
     overrides = [*FAST, "index.approximate_above=100", "index.approximate_factory=HNSW16"]
     [result] = run_benchmark("light_two_tower", tiny, seeds=1, overrides=overrides, results_dir=tmp_path,

@@ -60,3 +60,34 @@ def test_the_typed_config_defaults_are_the_shipped_yaml_values(model):
     for field in dataclasses.fields(rz.models.registry.model_entry(model).config_class):
         if field.name in shipped and field.default is not dataclasses.MISSING:
             assert field.default == shipped[field.name], f"{model}: model.{field.name}"
+
+
+TWO_TOWER_DEFAULTS = [m for m in list_models() if m not in ("bm25", "minilm_zeroshot")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", TWO_TOWER_DEFAULTS)
+def test_the_shipped_encoding_batch_gives_the_vectors_of_any_other_batch_size(model, tiny):
+    """``data.eval_batch_size`` is left out of a row's config hash (runner.SPEED_ONLY_KEY): it may change speed
+    only. Every row of a batch is encoded on its own, so the catalogue's vectors must not depend on it beyond
+    float rounding (a batch of 1 takes other BLAS kernels: ~1e-7 apart)."""
+    import numpy as np
+    import torch
+
+    from retrieval_zoo.data.datamodule import RetrievalDataModule
+    from retrieval_zoo.data.features import fields_to_build
+    from retrieval_zoo.models import build_model
+    from retrieval_zoo.runner import data_settings, encoder_of
+
+    config = load_config(model)
+    torch.manual_seed(0)
+    module = build_model(config)
+    fields = fields_to_build(tiny, module.required_fields, module.optional_fields, model)
+    datamodule = RetrievalDataModule(tiny, fields, data_settings(config["data"], encoder_of(config)), seed=0)
+    datamodule.setup()
+    module.attach(datamodule)
+    shipped = module.encode_catalog(batch_size=int(config["data"]["eval_batch_size"]), progress=False)
+    for other in (1, 1024, len(module.catalog)):
+        np.testing.assert_allclose(module.encode_catalog(batch_size=other, progress=False), shipped, rtol=0,
+                                   atol=1e-6, err_msg=f"{model}: eval batch {other}")
+
