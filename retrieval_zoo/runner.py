@@ -268,7 +268,7 @@ def config_hash(config: dict[str, Any], fingerprint: str) -> str:
     if text.is_default_encoder(str((config.get("model") or {}).get("encoder"))):
         # rows made before model.encoder existed used this encoder: the key must not make them look stale
         config = {**config, "model": {k: v for k, v in config["model"].items() if k != "encoder"}}
-    config = _without(without_neutral_keys(config), SPEED_ONLY_KEY)
+    config = _pinned(without_neutral_keys(config), SPEED_ONLY_KEY, SPEED_ONLY_HASHED_AS)
     payload = json.dumps({"config": config, "recipe": RECIPE, "dataset": fingerprint}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -282,8 +282,10 @@ NEUTRAL_KEYS: dict[tuple[str, ...], Any] = {
 }
 NEUTRAL_WITH = {("index", "approximate_factory"): ("index", "approximate_above")}
 # Items per encoding batch changes how fast a run is, not its vectors beyond float rounding
-# (tests/configs/test_shipped_configs.py), so a row made at another batch size is not stale.
+# (tests/configs/test_shipped_configs.py), so a row made at another batch size is not stale: the hash always sees
+# 1024, the value every board row before 2026-12-06 was made with, so those rows' stored hashes stay current.
 SPEED_ONLY_KEY = ("data", "eval_batch_size")
+SPEED_ONLY_HASHED_AS = 1024
 
 
 def without_neutral_keys(config: dict[str, Any]) -> dict[str, Any]:
@@ -311,6 +313,17 @@ def _without(config: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
         return {k: v for k, v in config.items() if k != head}
     inner = config[head]
     return {**config, head: _without(inner, tuple(rest))} if isinstance(inner, dict) else config
+
+
+def _pinned(config: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """``config`` with the key at ``path`` set to ``value`` where the key is present."""
+    head, *rest = path
+    if head not in config:
+        return config
+    inner = config[head]
+    if not rest:
+        return {**config, head: value}
+    return {**config, head: _pinned(inner, tuple(rest), value)} if isinstance(inner, dict) else config
 
 
 def validation_settings(config: dict[str, Any]) -> ValidationSettings:

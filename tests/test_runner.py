@@ -163,15 +163,19 @@ def test_a_neutral_key_at_its_neutral_value_leaves_the_config_hash_as_before():
     assert len({config_hash(c, "fp") for c in (neutral, switched, half)}) == 3
 
 
-def test_the_encoding_batch_size_is_not_in_the_config_hash_and_a_results_key_is():
+def test_the_encoding_batch_size_does_not_move_the_config_hash_and_a_results_key_does(monkeypatch):
+    from retrieval_zoo import runner
     from retrieval_zoo.models import load_config
-    from retrieval_zoo.runner import config_hash
 
     config = load_config("mrse")
-    other_batch = {**config, "data": {**config["data"], "eval_batch_size": 1024}}
+    assert config["data"]["eval_batch_size"] != 1024
+    made_before = {**config, "data": {**config["data"], "eval_batch_size": 1024}}  # every row before 2026-12-06
     other_lr = {**config, "optimizer": {**config["optimizer"], "lr": 0.5}}
-    assert config_hash(other_batch, "fp") == config_hash(config, "fp")  # rows made at 1024 stay current
-    assert config_hash(other_lr, "fp") != config_hash(config, "fp")
+    assert runner.config_hash(config, "fp") == runner.config_hash(made_before, "fp")
+    assert runner.config_hash(other_lr, "fp") != runner.config_hash(config, "fp")
+    stored = runner.config_hash(config, "fp")
+    monkeypatch.setattr(runner, "SPEED_ONLY_KEY", ("data", "no_such_key"))  # the rule those rows were hashed by
+    assert runner.config_hash(made_before, "fp") == stored  # so their stored hashes stay current
 
 
 def test_above_the_configured_catalogue_size_the_runner_searches_approximately(tiny, tmp_path):
