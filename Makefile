@@ -48,6 +48,7 @@ perf: install
 	$(PY) benchmarks/eval_overhead.py
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/bench_time.py
+	$(PY) benchmarks/encode_batch.py --model mrse
 
 clean:
 	rm -rf $(VENV) results/runs .pytest_cache
