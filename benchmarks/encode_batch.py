@@ -21,10 +21,8 @@ import numpy as np
 import torch
 
 from retrieval_zoo.data import load_dataset
-from retrieval_zoo.data.datamodule import RetrievalDataModule
-from retrieval_zoo.data.features import fields_to_build
 from retrieval_zoo.models import build_model, load_config
-from retrieval_zoo.runner import data_settings, encoder_of
+from retrieval_zoo.runner import data_module_for
 
 BASELINE = 1024  # the default before small batches
 
@@ -33,9 +31,7 @@ def attached_model(model: str, dataset: str):
     config = load_config(model)
     torch.manual_seed(0)
     module = build_model(config)
-    data = load_dataset(dataset)
-    fields = fields_to_build(data, module.required_fields, module.optional_fields, model)
-    datamodule = RetrievalDataModule(data, fields, data_settings(config["data"], encoder_of(config)), seed=0)
+    datamodule = data_module_for(config, load_dataset(dataset), module, seed=0)
     datamodule.setup()
     module.attach(datamodule)
     return module, int(config["data"]["eval_batch_size"])

@@ -417,8 +417,7 @@ def train_and_search(config: dict[str, Any], dataset: ProductSearchDataset, seed
                      progress: bool) -> SearchOutput:
     L.seed_everything(seed, workers=True, verbose=False)
     model = build_model(config)
-    fields = fields_to_build(dataset, model.required_fields, model.optional_fields, config["name"])
-    datamodule = RetrievalDataModule(dataset, fields, data_settings(config["data"], encoder_of(config)), seed)
+    datamodule = data_module_for(config, dataset, model, seed)
     started = time.perf_counter()
     datamodule.setup()
     features_seconds = time.perf_counter() - started
@@ -448,6 +447,13 @@ def train_and_search(config: dict[str, Any], dataset: ProductSearchDataset, seed
     state = selected_state(model) if isinstance(model, RetrievalModule) else None
     encoder = (encoder_of(config) or text.DEFAULT_ENCODER) if uses_encoder(model) else None
     return SearchOutput(run, unit_frame, costs, rerank, pl.DataFrame(curve) if curve else None, state, encoder)
+
+
+def data_module_for(config: dict[str, Any], dataset: ProductSearchDataset, model, seed: int) -> RetrievalDataModule:
+    """The data module a run of ``model`` (built from ``config``) reads ``dataset`` through: the fields the model
+    needs (required ones checked) and the config's data settings; not set up yet (``setup`` builds the inputs)."""
+    fields = fields_to_build(dataset, model.required_fields, model.optional_fields, config["name"])
+    return RetrievalDataModule(dataset, fields, data_settings(config["data"], encoder_of(config)), seed)
 
 
 def data_settings(section: dict[str, Any], encoder: str | None = None) -> DataSettings:

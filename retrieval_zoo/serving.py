@@ -54,7 +54,6 @@ from retrieval_zoo.data.features import (
     build_catalog,
     build_units,
     dataset_fields,
-    fields_to_build,
 )
 from retrieval_zoo.models.base import RetrievalModule
 from retrieval_zoo.models.registry import encoder_of
@@ -158,7 +157,7 @@ class ServedModel:
     def from_run(cls, run_dir: Path, config: dict[str, Any], data: ProductSearchDataset, seed: int, fold: int,
                  device: str | torch.device | None) -> ServedModel:
         from retrieval_zoo.runner import (
-            data_settings,
+            data_module_for,
             fold_view,
             index_retriever,
             validation_settings,
@@ -173,8 +172,8 @@ class ServedModel:
                 raise ServingError(f"fold must be in 0..{int(folds) - 1}, got {fold}")
             data = fold_view(data, fold)
         model = _built(config, seed)
-        fields = fields_to_build(data, model.required_fields, model.optional_fields, config["name"])
-        datamodule = RetrievalDataModule(data, fields, data_settings(config["data"], encoder_of(config)), seed)
+        datamodule = data_module_for(config, data, model, seed)
+        fields = datamodule.fields
         datamodule.setup()
         device = _device(config, device)
         state, extras = None, set()

@@ -74,16 +74,13 @@ def test_the_shipped_encoding_batch_gives_the_vectors_of_any_other_batch_size(mo
     import numpy as np
     import torch
 
-    from retrieval_zoo.data.datamodule import RetrievalDataModule
-    from retrieval_zoo.data.features import fields_to_build
     from retrieval_zoo.models import build_model
-    from retrieval_zoo.runner import data_settings, encoder_of
+    from retrieval_zoo.runner import data_module_for
 
     config = load_config(model)
     torch.manual_seed(0)
     module = build_model(config)
-    fields = fields_to_build(tiny, module.required_fields, module.optional_fields, model)
-    datamodule = RetrievalDataModule(tiny, fields, data_settings(config["data"], encoder_of(config)), seed=0)
+    datamodule = data_module_for(config, tiny, module, seed=0)
     datamodule.setup()
     module.attach(datamodule)
     shipped = module.encode_catalog(batch_size=int(config["data"]["eval_batch_size"]), progress=False)
