@@ -305,25 +305,24 @@ def _lookup(config: dict[str, Any], path: tuple[str, ...], missing: Any) -> Any:
     return config
 
 
-def _without(config: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+def _edited(config: dict[str, Any], path: tuple[str, ...], edit) -> dict[str, Any]:
+    """``config`` with ``edit(section, key)`` (a new section) applied at ``path``, where the key is present."""
     head, *rest = path
     if head not in config:
         return config
     if not rest:
-        return {k: v for k, v in config.items() if k != head}
+        return edit(config, head)
     inner = config[head]
-    return {**config, head: _without(inner, tuple(rest))} if isinstance(inner, dict) else config
+    return {**config, head: _edited(inner, tuple(rest), edit)} if isinstance(inner, dict) else config
+
+
+def _without(config: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    return _edited(config, path, lambda section, key: {k: v for k, v in section.items() if k != key})
 
 
 def _pinned(config: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
     """``config`` with the key at ``path`` set to ``value`` where the key is present."""
-    head, *rest = path
-    if head not in config:
-        return config
-    inner = config[head]
-    if not rest:
-        return {**config, head: value}
-    return {**config, head: _pinned(inner, tuple(rest), value)} if isinstance(inner, dict) else config
+    return _edited(config, path, lambda section, key: {**section, key: value})
 
 
 def validation_settings(config: dict[str, Any]) -> ValidationSettings:

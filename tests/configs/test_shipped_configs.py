@@ -68,8 +68,8 @@ TWO_TOWER_DEFAULTS = [m for m in list_models() if m not in ("bm25", "minilm_zero
 @pytest.mark.slow
 @pytest.mark.parametrize("model", TWO_TOWER_DEFAULTS)
 def test_the_shipped_encoding_batch_gives_the_vectors_of_any_other_batch_size(model, tiny):
-    """``data.eval_batch_size`` is left out of a row's config hash (runner.SPEED_ONLY_KEY): it may change speed
-    only. Every row of a batch is encoded on its own, so the catalogue's vectors must not depend on it beyond
+    """A row's config hash sees ``data.eval_batch_size`` as 1024 whatever it is (runner.SPEED_ONLY_KEY): it may
+    change speed only. Every row of a batch is encoded on its own, so the catalogue's vectors must not depend on it beyond
     float rounding (a batch of 1 takes other BLAS kernels: ~1e-7 apart)."""
     import numpy as np
     import torch
