@@ -7,7 +7,8 @@ generator; default the official US size: 1.2M products, 600k judgments over 30k 
    has one) runs ``python -m retrieval_zoo bench`` in a fresh process, with ``trainer.max_epochs=1`` for models
    that train more than one epoch. The parent measures the run's wall time and its peak resident memory
    (``os.wait4``), and reads the per-stage seconds from the run's ``timings.json`` and the metrics from
-   ``metrics.json``. A run past ``--timeout`` is stopped; its Python stack (dumped by faulthandler just before
+   ``metrics.json``. It also measures how much CPU other processes took meanwhile (``/proc/stat`` less the
+   run's own rusage): the report flags a run above 10% of a core, whose times are contended ones. A run past ``--timeout`` is stopped; its Python stack (dumped by faulthandler just before
    the kill) names the stage it was in. Results go to a temporary results folder: the leaderboard is untouched.
 2. Budgets: a default variant under 30 minutes end to end and under 8 GiB peak RSS; a ``pretrained`` variant
    under 30 minutes once its sentence features are cached (the run that encoded them is judged without its
@@ -63,6 +64,10 @@ FEATURE_CACHE_TARGET = 0.10      # a run reading cached features spends < 10% of
 OVERLAP_TARGET = 0.99            # an approximate index keeps 99% of Flat's top 100
 ANN_K = 100
 HEARTBEAT_S = 300
+# A run's figures are idle-host figures only while other processes leave the cores alone: torch's OpenMP threads
+# wait at every barrier for a thread whose core another job's time slice holds (a nice-19 encoding job on the
+# other core slowed light_two_tower's two-thread training 9x). Above this share of one core, the report says so.
+BUSY_HOST_PERCENT = 10.0
 
 STAGES = ("load", "features", "train", "validation", "encode", "index", "search", "metrics")
 # Child environment: offline model loading, no tokenizer thread pools fighting the OMP threads.
@@ -107,6 +112,7 @@ class Run:
     wall_s: float | None = None
     peak_rss_gib: float | None = None
     encoded_features: bool = False  # this run wrote new sentence-feature cache entries (it encoded them)
+    others_cpu_pct: float | None = None  # other processes' CPU during the run, % of one core (None: no /proc/stat)
     device: str = "cpu"            # the GPU's name when the run used one (meta.json), else cpu
     timings: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -231,12 +237,34 @@ class ChildOutcome:
     detail: str
     wall_s: float
     peak_rss_gib: float
+    others_cpu_pct: float | None = None
+
+
+def host_busy_seconds(stat_text: str | None = None) -> float | None:
+    """CPU seconds the whole host has spent busy since boot, from /proc/stat's first line (user, nice, system,
+    irq, softirq, steal; idle and iowait left out), or None where there is no /proc/stat."""
+    if stat_text is None:
+        try:
+            stat_text = Path("/proc/stat").read_text()
+        except OSError:
+            return None
+    fields = [int(value) for value in stat_text.splitlines()[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields + [0] * (8 - len(fields))
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def others_cpu_percent(busy_before: float | None, busy_after: float | None, own_cpu_s: float,
+                       wall_s: float) -> float | None:
+    """Other processes' CPU while a run went, as % of one core: the host's busy seconds less the run's own."""
+    if busy_before is None or busy_after is None or wall_s <= 0:
+        return None
+    return round(100 * max(0.0, busy_after - busy_before - own_cpu_s) / wall_s, 1)
 
 
 def run_child(command: list[str], log: Path, env: dict[str, str], timeout_s: float | None,
               label: str = "") -> ChildOutcome:
     """Run ``command`` with its output in ``log``; its wall time and peak RSS; stopped past ``timeout_s``."""
-    started = time.perf_counter()
+    started, busy_before = time.perf_counter(), host_busy_seconds()
     with log.open("w") as out:
         # its own session: a timeout kills the whole process group, grandchildren included
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
@@ -248,12 +276,13 @@ def run_child(command: list[str], log: Path, env: dict[str, str], timeout_s: flo
         raise
     wall = time.perf_counter() - started
     peak = usage.ru_maxrss / 2**20  # ru_maxrss is KiB on Linux: the largest process of the tree, not the sum
+    others = others_cpu_percent(busy_before, host_busy_seconds(), usage.ru_utime + usage.ru_stime, wall)
     if timed_out:
-        return ChildOutcome("timed out", timed_out, wall, peak)
+        return ChildOutcome("timed out", timed_out, wall, peak, others)
     code = os.waitstatus_to_exitcode(status)
     if code == 0:
-        return ChildOutcome("ok", "", wall, peak)
-    return ChildOutcome("failed", f"exit {code}: {last_error_line(log)}", wall, peak)
+        return ChildOutcome("ok", "", wall, peak, others)
+    return ChildOutcome("failed", f"exit {code}: {last_error_line(log)}", wall, peak, others)
 
 
 def wait_with_timeout(process: subprocess.Popen, started: float, timeout_s: float | None, log: Path,
@@ -329,6 +358,7 @@ def measure_run(run: Run, raw: Path, results: Path, cache: Path, logs: Path, arg
                         args.timeout * 60, label=run.name)
     run.status, run.detail = outcome.status, outcome.detail
     run.wall_s, run.peak_rss_gib = round(outcome.wall_s, 1), round(outcome.peak_rss_gib, 3)
+    run.others_cpu_pct = outcome.others_cpu_pct
     run.encoded_features = bool(feature_entries(cache) - entries_before)
     folder = run_folder(results, run)
     if folder is not None:
@@ -555,6 +585,7 @@ RUN_COLUMNS = [  # (header, value of a run, format)
     ("wall s", lambda r: r.wall_s, "{:,.1f}"),
     ("other s", outside_pipeline_seconds, "{:,.1f}"),
     ("peak GiB", lambda r: r.peak_rss_gib, "{:.2f}"),
+    ("others' CPU %", lambda r: r.others_cpu_pct, "{:.1f}"),
     ("train pairs/s", lambda r: r.timings.get("train_pairs_per_s"), "{:,.0f}"),
     ("encode items/s", lambda r: r.timings.get("encode_items_per_s"), "{:,.0f}"),
     ("query ms", lambda r: r.timings.get("query_latency_ms"), "{:.2f}"),
@@ -589,13 +620,28 @@ def report(runs: list[Run], indexes: dict, sizes: dict[str, int], args: argparse
         "is the whole process; other = wall - the runner's total_seconds - load (start-up and imports, writing the run "
         "folder, the board and its plots); peak GiB is the process's ru_maxrss (os.wait4). Budgets: "
         f"default variants < {TIME_BUDGET_S // 60} min wall and < {RSS_BUDGET_GIB:.0f} GiB; pretrained variants "
-        f"< {TIME_BUDGET_S // 60} min once their sentence features are cached.",
+        f"< {TIME_BUDGET_S // 60} min once their sentence features are cached. Others' CPU % is the host's busy "
+        "CPU time while the run went (/proc/stat) less the run's own (rusage), per second of wall, in % of one core.",
+        host_load_line(runs),
         feature_cache_line(runs, args.warm_cache),
         f"## Index choice: approximate vs Flat, top {ANN_K}",
         f"Vectors: {indexes['source']}. Target: overlap@{ANN_K} >= {OVERLAP_TARGET} (within 1% of Flat).",
         ann_table,
         gpu_line,
     ]))
+
+
+def host_load_line(runs: list[Run]) -> str:
+    """Whether the runs had the cores to themselves: a busy host makes every time above a contended one."""
+    measured = [r for r in runs if r.others_cpu_pct is not None]
+    if not measured:
+        return "Other processes' CPU: not measured (no /proc/stat on this host)."
+    busiest = max(r.others_cpu_pct for r in measured)
+    busy = [r.name for r in measured if r.others_cpu_pct > BUSY_HOST_PERCENT]
+    if busy:
+        return (f"**Busy host**: other processes took more than {BUSY_HOST_PERCENT:g}% of a core during "
+                f"{', '.join(busy)} (up to {busiest:.1f}%): their times are contended figures, not idle-host ones.")
+    return f"Other processes' CPU during the runs: at most {busiest:.1f}% of one core (an idle host)."
 
 
 def write_outputs(out: Path, runs: list[Run], indexes: dict, text: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -54,6 +55,7 @@ def load_benchmark():
     def load(name: str):
         spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # registered first, as an import would: dataclasses look their module up
         spec.loader.exec_module(module)
         return module
     return load

@@ -33,13 +33,41 @@ def test_the_scale_benchmark_measures_every_run_and_the_index(tmp_path):
         for stage in ("load", "features", "index", "search", "metrics"):
             assert float(row[f"{stage}_seconds"]) >= 0, (name, stage)
         assert 0 <= float(row["metric_ndcg@10"]) <= 1
+        assert float(row["others_cpu_pct"]) >= 0, name  # measured: this host has /proc/stat
     assert rows["light_two_tower/default"]["one_epoch"] == "True"  # one epoch where the config says more
     # minilm_zeroshot encodes the MiniLM vectors (cold); mgdspr/pretrained reads them back
     assert rows["minilm_zeroshot/default"]["encoded_features"] == "True"
     assert rows["mgdspr/pretrained"]["encoded_features"] == "False"
     report = (out / "scale.md").read_text()
     assert "read them back (warm)" in report and "GPU: not measured" in report
+    assert "Other processes' CPU" in report or "**Busy host**" in report
     indexes = {row["index"]: row for row in csv.DictReader((out / "ann.csv").open())}
     assert set(indexes) == {"Flat", "HNSW32", "IVF16,Flat"}
     assert float(indexes["Flat"]["overlap@100"]) == 1.0
     assert 0.5 < float(indexes["HNSW32"]["overlap@100"]) <= 1.0
+
+
+def test_host_busy_seconds_reads_the_busy_columns_of_proc_stat(load_benchmark):
+    scale = load_benchmark("scale")
+    tick = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal guest guest_nice: idle and iowait are not busy
+    line = f"cpu  {tick} {tick} {2 * tick} 999999 777777 {tick} 0 {tick} 0 0\ncpu0 1 2 3 4\n"
+    assert scale.host_busy_seconds(line) == 6.0
+
+
+def test_others_cpu_percent_is_the_host_busy_time_less_the_runs_own(load_benchmark):
+    scale = load_benchmark("scale")
+    # 100 s of wall: the host was busy 180 CPU seconds, 150 of them the run's: others 30% of one core
+    assert scale.others_cpu_percent(1000.0, 1180.0, own_cpu_s=150.0, wall_s=100.0) == 30.0
+    assert scale.others_cpu_percent(1000.0, 1100.0, own_cpu_s=101.0, wall_s=100.0) == 0.0  # rounding: never < 0
+    assert scale.others_cpu_percent(None, 1100.0, own_cpu_s=1.0, wall_s=100.0) is None
+
+
+def test_the_report_says_when_the_host_was_busy(load_benchmark):
+    scale = load_benchmark("scale")
+    quiet, busy = scale.Run("bm25", "default"), scale.Run("mrse", "default")
+    quiet.others_cpu_pct, busy.others_cpu_pct = 1.5, 95.0
+    assert "**Busy host**" in scale.host_load_line([quiet, busy]) and "mrse/default" in scale.host_load_line(
+        [quiet, busy])
+    assert "at most 1.5% of one core" in scale.host_load_line([quiet])
+    assert "not measured" in scale.host_load_line([scale.Run("bm25", "default")])
