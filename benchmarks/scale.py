@@ -8,8 +8,9 @@ generator; default the official US size: 1.2M products, 600k judgments over 30k 
    that train more than one epoch. The parent measures the run's wall time and its peak resident memory
    (``os.wait4``), and reads the per-stage seconds from the run's ``timings.json`` and the metrics from
    ``metrics.json``. It also measures how much CPU other processes took meanwhile (``/proc/stat`` less the
-   run's own rusage): the report flags a run above 10% of a core, whose times are contended ones. A run past ``--timeout`` is stopped; its Python stack (dumped by faulthandler just before
-   the kill) names the stage it was in. Results go to a temporary results folder: the leaderboard is untouched.
+   run's own rusage): the report flags a run above 10% of a core, whose times are contended ones. A run past
+   ``--timeout`` is stopped; its Python stack (dumped by faulthandler just before the kill) names the stage it
+   was in. Results go to a temporary results folder: the leaderboard is untouched.
 2. Budgets: a default variant under 30 minutes end to end and under 8 GiB peak RSS; a ``pretrained`` variant
    under 30 minutes once its sentence features are cached (the run that encoded them is judged without its
    features time).
