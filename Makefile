@@ -49,6 +49,7 @@ perf: install
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/bench_time.py
 	$(PY) benchmarks/encode_batch.py --model mrse
+	$(PY) benchmarks/encode_batch.py --sentence --model light_two_tower --dataset icecat
 
 clean:
 	rm -rf $(VENV) results/runs .pytest_cache

@@ -7,8 +7,14 @@ ESCI-length texts) passes both at 1024 items per batch: much of the encoding is 
 seconds, minor page faults). The script encodes the untrained model's catalogue twice per batch size and prints
 items/s, the ratio against 1024, system seconds, minor faults and the largest difference from the 1024 vectors.
 
+``--sentence`` times the frozen sentence encoder instead (all-MiniLM-L6-v2 through sentence-transformers, the
+features every ``pretrained`` variant and minilm_zeroshot read; ``text.SENTENCE_BATCH``) on a sample of the
+item texts the model's ``pretrained`` variant composes, against 256 texts per batch (the size before 32): the
+same faults at 256 (attention scores and the feed-forward blocks pass 32 MiB), not at 32.
+
     python benchmarks/esci_scale.py --products 120000 --other-locales 10000 --judgments 60000 --keep /tmp/esci120k
     python benchmarks/encode_batch.py --model mrse --dataset esci:path=/tmp/esci120k/raw [--sizes 1024 256 128]
+    python benchmarks/encode_batch.py --sentence --model light_two_tower --dataset icecat [--texts 2000]
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ import time
 import numpy as np
 import torch
 
-from retrieval_zoo.data import load_dataset
+from retrieval_zoo.data import load_dataset, text
+from retrieval_zoo.data.features import compose_item_texts
 from retrieval_zoo.models import build_model, load_config
-from retrieval_zoo.runner import data_module_for
+from retrieval_zoo.runner import data_module_for, data_settings
 
-BASELINE = 1024  # the default before small batches
+BASELINE = 1024  # the catalogue's default before small batches
+SENTENCE_BASELINE = 256  # the sentence encoder's before text.SENTENCE_BATCH
 
 
 def attached_model(model: str, dataset: str):
@@ -37,11 +45,19 @@ def attached_model(model: str, dataset: str):
     return module, int(config["data"]["eval_batch_size"])
 
 
-def timed_encoding(module, batch_size: int) -> tuple[np.ndarray, float, float, int]:
-    """(vectors, seconds, system CPU seconds, minor page faults) of one catalogue encoding."""
+def sampled_item_texts(model: str, dataset: str, count: int) -> list[str]:
+    """``count`` item texts (a seeded sample) as ``model``'s pretrained variant composes them for the encoder."""
+    settings = data_settings(load_config(model, "pretrained")["data"])
+    products = load_dataset(dataset).products
+    rows = np.sort(np.random.default_rng(0).choice(products.height, min(count, products.height), replace=False))
+    return compose_item_texts(products[rows], settings.features.item_text)
+
+
+def timed_encoding(encode, batch_size: int) -> tuple[np.ndarray, float, float, int]:
+    """(vectors, seconds, system CPU seconds, minor page faults) of one ``encode(batch_size)``."""
     before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
-    vectors = module.encode_catalog(batch_size=batch_size, progress=False)
+    vectors = encode(batch_size)
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_SELF)
     return vectors, seconds, after.ru_stime - before.ru_stime, after.ru_minflt - before.ru_minflt
@@ -51,21 +67,44 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mrse")
     parser.add_argument("--dataset", default="simshop")
-    parser.add_argument("--sizes", type=int, nargs="+", help="batch sizes after 1024 (default: 256 128 and the "
-                                                               "model's shipped size)")
+    parser.add_argument("--sizes", type=int, nargs="+", help="batch sizes after the baseline (default: 256 128 and "
+                                                               "the model's shipped size; --sentence: 64 32 16)")
+    parser.add_argument("--sentence", action="store_true", help="time the frozen sentence encoder instead")
+    parser.add_argument("--texts", type=int, default=2000, help="--sentence: item texts sampled (default 2000)")
     args = parser.parse_args()
-    module, shipped = attached_model(args.model, args.dataset)
-    sizes = [BASELINE, *dict.fromkeys(args.sizes or [256, 128, shipped])]
-    print(f"{args.model} on {args.dataset}: {len(module.catalog):,} items, {torch.get_num_threads()} threads, "
-          f"shipped eval_batch_size {shipped}")
+    if args.sentence:
+        texts = sampled_item_texts(args.model, args.dataset, args.texts)
+        encoder = text.sentence_transformer()
+
+        def encode(size: int) -> np.ndarray:
+            return encoder.encode(texts, batch_size=size, convert_to_numpy=True, normalize_embeddings=True)
+
+        baseline, sizes = SENTENCE_BASELINE, args.sizes or [64, text.SENTENCE_BATCH, 16]
+        print(f"sentence encoder on {len(texts):,} item texts of {args.model}/pretrained on {args.dataset} "
+              f"({np.mean([len(t.split()) for t in texts]):.1f} words each), {torch.get_num_threads()} threads, "
+              f"shipped batch {text.SENTENCE_BATCH}")
+    else:
+        module, shipped = attached_model(args.model, args.dataset)
+
+        def encode(size: int) -> np.ndarray:
+            return module.encode_catalog(batch_size=size, progress=False)
+
+        baseline, sizes = BASELINE, args.sizes or [256, 128, shipped]
+        print(f"{args.model} on {args.dataset}: {len(module.catalog):,} items, {torch.get_num_threads()} threads, "
+              f"shipped eval_batch_size {shipped}")
+    print_rates(encode, [baseline, *dict.fromkeys(size for size in sizes if size != baseline)], baseline)
+
+
+def print_rates(encode, sizes: list[int], baseline: int) -> None:
+    """Each size twice: items/s, the ratio against the first size, kernel time, faults, distance from its vectors."""
     reference, base_rate = None, None
     for size in sizes:
         for repeat in (1, 2):
-            vectors, seconds, system, faults = timed_encoding(module, size)
+            vectors, seconds, system, faults = timed_encoding(encode, size)
             reference = vectors if reference is None else reference
             rate = len(vectors) / seconds
             base_rate = base_rate or rate
-            print(f"batch {size:>5} #{repeat}: {rate:>10,.0f} items/s  x{rate / base_rate:.2f} vs {BASELINE}  "
+            print(f"batch {size:>5} #{repeat}: {rate:>10,.0f} items/s  x{rate / base_rate:.2f} vs {baseline}  "
                   f"system {system:5.1f} s  minor faults {faults:>10,}  "
                   f"max |diff| {float(np.abs(vectors - reference).max()):.1e}")
 

@@ -16,3 +16,18 @@ def test_it_prints_each_size_twice_with_a_ratio_and_equal_vectors(load_benchmark
     assert lines[0].split("x")[1].startswith("1.00")  # the baseline against itself
     differences = [float(re.search(r"max \|diff\| (\S+)", line).group(1)) for line in lines]
     assert max(differences) <= 1e-6
+
+
+def test_sentence_mode_times_the_packaged_minilm_on_composed_texts_with_equal_vectors(load_benchmark, monkeypatch,
+                                                                                         capsys):
+    # the real encoder at the shipped batch (not a tiny stand-in): its vectors are the ones every cache holds
+    script = load_benchmark("encode_batch")
+    monkeypatch.setattr(sys, "argv", ["encode_batch.py", "--sentence", "--model", "light_two_tower", "--dataset",
+                                      "simshop-tiny", "--texts", "150", "--sizes", "32"])
+    script.main()
+    out = capsys.readouterr().out
+    assert "150 item texts of light_two_tower/pretrained" in out
+    lines = [line for line in out.splitlines() if line.startswith("batch")]
+    assert [int(line.split()[1]) for line in lines] == [256, 256, 32, 32]
+    differences = [float(re.search(r"max \|diff\| (\S+)", line).group(1)) for line in lines]
+    assert max(differences) <= 1e-6

@@ -136,8 +136,8 @@ def test_a_catalogue_within_one_chunk_gets_exactly_one_encode_calls_vectors(tiny
     # and the vectors every board row was made with came from one call over the whole text list
     monkeypatch.setattr(text, "cache_dir", lambda: tmp_path)
     encoder = str(tiny_encoder)
-    one_call = text.sentence_transformer(encoder).encode(TEXTS, batch_size=256, convert_to_numpy=True,
-                                                         normalize_embeddings=True)
+    one_call = text.sentence_transformer(encoder).encode(TEXTS, batch_size=text.SENTENCE_BATCH,
+                                                         convert_to_numpy=True, normalize_embeddings=True)
     np.testing.assert_array_equal(text.sentence_features(TEXTS, encoder=encoder), one_call.astype(np.float32))
 
 
