@@ -224,12 +224,18 @@ def sentence_features(texts: list[str], batch_size: int = SENTENCE_BATCH, encode
     folder, identity = _sentence_cache_entry(texts, encoder, dtype)
 
     def encode(rows: list[int]) -> np.ndarray:
-        return sentence_transformer(encoder).encode(
-            [texts[row] for row in rows], batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-            show_progress_bar=len(rows) > 2000)
+        return encode_sentences([texts[row] for row in rows], batch_size, encoder, progress=len(rows) > 2000)
 
     return feature_cache.cached_features(folder, len(texts), identity, encode, dtype=dtype,
                                           label=f"sentence features ({encoder or active_encoder()})")
+
+
+def encode_sentences(texts: list[str], batch_size: int = SENTENCE_BATCH, encoder: str | None = None,
+                     progress: bool = False) -> np.ndarray:
+    """The encoder's L2-normalised sentence embeddings of ``texts`` in one call, uncached (the call sorts the texts
+    by length into batches of ``batch_size``)."""
+    return sentence_transformer(encoder).encode(texts, batch_size=batch_size, convert_to_numpy=True,
+                                                normalize_embeddings=True, show_progress_bar=progress)
 
 
 def cached_sentence_features(texts: list[str], encoder: str | None = None,

@@ -133,7 +133,8 @@ def test_an_entry_of_the_one_file_layout_is_still_read(small_chunks):
 
 def test_a_catalogue_within_one_chunk_gets_exactly_one_encode_calls_vectors(tiny_encoder, tmp_path, monkeypatch):
     # the encoder sorts a call's texts by length into batches: chunk bounds inside a catalogue would move bits,
-    # and the vectors every board row was made with came from one call over the whole text list
+    # and the vectors every board row was made with came from one call over the whole text list (at 256 texts
+    # per batch before 2026-12-06: within 1.6e-7 of today's text.SENTENCE_BATCH, tests/test_encode_batch.py)
     monkeypatch.setattr(text, "cache_dir", lambda: tmp_path)
     encoder = str(tiny_encoder)
     one_call = text.sentence_transformer(encoder).encode(TEXTS, batch_size=text.SENTENCE_BATCH,
