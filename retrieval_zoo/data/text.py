@@ -39,7 +39,7 @@ DEFAULT_ENCODER = PRETRAINED_NAME  # model.encoder's default: the packaged check
 PAD_ID = 0
 # Texts per batch of the frozen sentence encoder (sentence-transformers' own default). At 256, MiniLM's attention
 # scores and feed-forward blocks pass glibc's 32 MiB mmap threshold, so each batch's memory is mapped and
-# zero-filled anew (~2.9M minor faults per 2,000 Icecat texts): 32 encodes 1.6x faster on Icecat and 1.35x on
+# zero-filled anew (~2.9M minor faults per 2,000 Icecat texts): 32 encodes 1.6x faster on Icecat and 1.33x on
 # ESCI-length texts, vectors within 2e-7 (`benchmarks/encode_batch.py --sentence`). Not part of the cache key.
 SENTENCE_BATCH = 32
 _ACTIVE_ENCODER: contextvars.ContextVar[str] = contextvars.ContextVar("encoder", default=DEFAULT_ENCODER)
