@@ -10,7 +10,10 @@ generator; default the official US size: 1.2M products, 600k judgments over 30k 
    ``metrics.json``. It also measures how much CPU other processes took meanwhile (``/proc/stat`` less the
    run's own rusage): the report flags a run above 10% of a core, whose times are contended ones. A run past
    ``--timeout`` is stopped; its Python stack (dumped by faulthandler just before the kill) names the stage it
-   was in. Results go to a temporary results folder: the leaderboard is untouched.
+   was in, and one stopped in training says how far its epoch got and how long the rest would take (from the
+   log's progress lines). With ``--stop-over-budget`` a run is stopped as soon as its training alone cannot end
+   within the time budget (below), rather than at the timeout: an hour-long epoch is judged in minutes.
+   Results go to a temporary results folder: the leaderboard is untouched.
 2. Budgets: a default variant under 30 minutes end to end and under 8 GiB peak RSS; a ``pretrained`` variant
    under 30 minutes once its sentence features are cached (the run that encoded them is judged without its
    features time).
@@ -30,6 +33,7 @@ Temporary results and cache folders are made under ``$TMPDIR``: at full size the
     python benchmarks/scale.py                               # full size: hours on a CPU
     python benchmarks/scale.py --products 20000 --models bm25,light_two_tower,light_two_tower/pretrained
     python benchmarks/scale.py [--judgments N] [--data DIR] [--timeout MIN] [--out DIR] [--warm-cache]
+                               [--stop-over-budget]
                                [--ann HNSW32 IVF4096,Flat] [--nprobe 64] [--ef-search 128 256] [--threads N]
 """
 
@@ -47,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +70,9 @@ FEATURE_CACHE_TARGET = 0.10      # a run reading cached features spends < 10% of
 OVERLAP_TARGET = 0.99            # an approximate index keeps 99% of Flat's top 100
 ANN_K = 100
 HEARTBEAT_S = 300
+BUDGET_POLL_S = 30.0             # how often --stop-over-budget reads a run's log
+MIN_OBSERVED_TRAIN_S = 120.0     # training seen before its rate judges a run: two of the log's progress lines
+PROGRESS_INTERVAL_S = 60.0       # a progress line at least this often within an epoch (quiet.PLAIN_INTERVAL_S)
 # A run's figures are idle-host figures only while other processes leave the cores alone: torch's OpenMP threads
 # wait at every barrier for a thread whose core another job's time slice holds (a nice-19 encoding job on the
 # other core slowed light_two_tower's two-thread training 9x). Above this share of one core, the report says so.
@@ -98,6 +106,10 @@ STAGE_FRAMES = [
     ("metrics", "", {"evaluate_run", "rerank_run"}),
 ]
 FRAME_LINE = re.compile(r'^\s*File "(?P<file>[^"]+)", line \d+ in (?P<function>\S+)')
+# The log's training progress (retrieval_zoo/quiet.py PlainProgress): "epoch 1/1  451/679 steps  604.4s  rss ..."
+PROGRESS_LINE = re.compile(r"^epoch (?P<epoch>\d+)(?:/\d+)?\s+(?P<done>\d+)/(?P<total>\d+) steps\s+"
+                           r"(?P<seconds>[\d.]+)s", re.MULTILINE)
+INPUTS_READY_LINE = re.compile(r"^inputs ready in (?P<seconds>[\d.]+) s", re.MULTILINE)
 
 
 @dataclass
@@ -108,8 +120,9 @@ class Run:
     variant: str
     one_epoch: bool = False        # trains more than one epoch by config: run with trainer.max_epochs=1
     reads_sentence_features: bool = False
-    status: str = "not run"        # ok, failed, timed out
-    detail: str = ""               # the stage it timed out at, or the error line
+    status: str = "not run"        # ok, failed, timed out, over budget (--stop-over-budget)
+    detail: str = ""               # the stage it timed out at (and its training progress), why it was stopped
+                                   # over budget, or the error line
     wall_s: float | None = None
     peak_rss_gib: float | None = None
     encoded_features: bool = False  # this run wrote new sentence-feature cache entries (it encoded them)
@@ -234,7 +247,7 @@ class ChildFailed(RuntimeError):
 
 @dataclass
 class ChildOutcome:
-    status: str           # ok, failed, timed out
+    status: str           # ok, failed, timed out, over budget
     detail: str
     wall_s: float
     peak_rss_gib: float
@@ -263,23 +276,24 @@ def others_cpu_percent(busy_before: float | None, busy_after: float | None, own_
 
 
 def run_child(command: list[str], log: Path, env: dict[str, str], timeout_s: float | None,
-              label: str = "") -> ChildOutcome:
-    """Run ``command`` with its output in ``log``; its wall time and peak RSS; stopped past ``timeout_s``."""
+              label: str = "", stop_reason: Callable[[float], str | None] | None = None) -> ChildOutcome:
+    """Run ``command`` with its output in ``log``; its wall time and peak RSS; stopped past ``timeout_s``, or as
+    soon as ``stop_reason(seconds so far)`` gives a reason (polled every BUDGET_POLL_S)."""
     started, busy_before = time.perf_counter(), host_busy_seconds()
     with log.open("w") as out:
         # its own session: a timeout kills the whole process group, grandchildren included
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
                                    start_new_session=True)
     try:
-        status, usage, timed_out = wait_with_timeout(process, started, timeout_s, log, label)
+        status, usage, stopped, detail = wait_with_timeout(process, started, timeout_s, log, label, stop_reason)
     except BaseException:  # Ctrl-C or an error here: leave no run behind
         kill_group(process.pid)
         raise
     wall = time.perf_counter() - started
     peak = usage.ru_maxrss / 2**20  # ru_maxrss is KiB on Linux: the largest process of the tree, not the sum
     others = others_cpu_percent(busy_before, host_busy_seconds(), usage.ru_utime + usage.ru_stime, wall)
-    if timed_out:
-        return ChildOutcome("timed out", timed_out, wall, peak, others)
+    if stopped:
+        return ChildOutcome(stopped, detail, wall, peak, others)
     code = os.waitstatus_to_exitcode(status)
     if code == 0:
         return ChildOutcome("ok", "", wall, peak, others)
@@ -287,25 +301,93 @@ def run_child(command: list[str], log: Path, env: dict[str, str], timeout_s: flo
 
 
 def wait_with_timeout(process: subprocess.Popen, started: float, timeout_s: float | None, log: Path,
-                      label: str) -> tuple[int, Any, str]:
-    """Reap the child with ``os.wait4`` (its rusage); past the timeout, dump its stack, kill it, name the stage.
-    Returns (wait status, rusage, "" or "timed out [at <stage>]")."""
-    next_heartbeat = started + HEARTBEAT_S
+                      label: str, stop_reason: Callable[[float], str | None] | None = None
+                      ) -> tuple[int, Any, str, str]:
+    """Reap the child with ``os.wait4`` (its rusage); past the timeout, dump its stack, kill it, name the stage
+    (and, in training, how far it got); once ``stop_reason`` gives a reason, kill it with that reason.
+    Returns (wait status, rusage, "" or "timed out" or "over budget", detail)."""
+    next_heartbeat, next_poll = started + HEARTBEAT_S, started + BUDGET_POLL_S
     while True:
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)
         if pid:
             process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
-            return status, usage, ""
+            return status, usage, "", ""
         now = time.perf_counter()
         if timeout_s is not None and now - started > timeout_s:
             stage = stop_and_locate(process.pid, log)
-            _, status, usage = os.wait4(process.pid, 0)
-            process.returncode = os.waitstatus_to_exitcode(status)
-            return status, usage, f"timed out at {stage}" if stage else "timed out"
+            status, usage = reap(process)
+            return status, usage, "timed out", timed_out_detail(stage, log.read_text(errors="replace"))
+        if stop_reason is not None and now >= next_poll:
+            next_poll = now + BUDGET_POLL_S
+            reason = stop_reason(now - started)
+            if reason:
+                kill_group(process.pid)
+                status, usage = reap(process)
+                return status, usage, "over budget", reason
         if label and now >= next_heartbeat:
             print(f"    {label}: still running, {(now - started) / 60:.0f} min", flush=True)
             next_heartbeat += HEARTBEAT_S
         time.sleep(0.5)
+
+
+def reap(process: subprocess.Popen) -> tuple[int, Any]:
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return status, usage
+
+
+def timed_out_detail(stage: str | None, log_text: str) -> str:
+    """Where a stopped run was; in training, how far its epoch got and what the rest would have taken."""
+    if stage is None:
+        return "timed out"
+    progress = last_progress(log_text) if stage == "train" else None
+    return f"timed out at {stage}" + (f" ({progress.text()})" if progress else "")
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """A run's last training progress line: how far its epoch got, and in how many seconds."""
+
+    epoch: int
+    done: int      # steps of the epoch done
+    total: int     # steps in the epoch
+    seconds: float  # since the epoch started
+
+    @property
+    def remaining_s(self) -> float:
+        """The epoch's steps still to go, at its rate so far (steps of one epoch take alike)."""
+        return self.seconds / self.done * (self.total - self.done)
+
+    def text(self) -> str:
+        return (f"epoch {self.epoch}: step {self.done:,}/{self.total:,} after {self.seconds:,.0f} s, "
+                f"{self.done / self.seconds:.2f} steps/s: {self.remaining_s / 60:,.0f} min of the epoch to go")
+
+
+def last_progress(log_text: str) -> TrainProgress | None:
+    found = [m for m in PROGRESS_LINE.finditer(log_text) if int(m["done"]) > 0 and float(m["seconds"]) > 0]
+    if not found:
+        return None
+    last = found[-1]
+    return TrainProgress(int(last["epoch"]), int(last["done"]), int(last["total"]), float(last["seconds"]))
+
+
+def over_budget(log_text: str, elapsed_s: float, cold_features: bool) -> str | None:
+    """Why a run in training can no longer meet the time budget, or None while it still can (or its rate is
+    not known yet): the wall so far (less its cold feature encoding, for a pretrained run that encoded them)
+    plus the epoch's remaining steps at the rate so far is already above the budget, before validation,
+    encoding, search and metrics add theirs. The last progress line may be up to a line interval old, so that
+    much is taken off the wall: the figure stays a lower bound."""
+    progress = last_progress(log_text)
+    if progress is None or progress.seconds < MIN_OBSERVED_TRAIN_S:
+        return None
+    ready = INPUTS_READY_LINE.search(log_text) if cold_features else None
+    cold_s = float(ready["seconds"]) if ready else 0.0
+    at_least = elapsed_s - PROGRESS_INTERVAL_S - cold_s + progress.remaining_s
+    if at_least <= TIME_BUDGET_S:
+        return None
+    without = f" without its {cold_s:,.0f} s cold features" if cold_s else ""
+    return (f"over budget in train: {progress.text()}; the run takes at least {at_least / 60:,.0f} min{without} "
+            f"> {TIME_BUDGET_S // 60} min")
 
 
 def stop_and_locate(pid: int, log: Path) -> str | None:
@@ -355,8 +437,13 @@ def measure_run(run: Run, raw: Path, results: Path, cache: Path, logs: Path, arg
                 gpu: str) -> None:
     run.log = str(logs / f"{run.model}-{run.variant}.log")
     entries_before = feature_entries(cache)
+
+    def stop_reason(elapsed_s: float) -> str | None:
+        encoded = run.variant == "pretrained" and bool(feature_entries(cache) - entries_before)
+        return over_budget(Path(run.log).read_text(errors="replace"), elapsed_s, cold_features=encoded)
+
     outcome = run_child(bench_command(run, raw, results), Path(run.log), child_env(args.threads, cache),
-                        args.timeout * 60, label=run.name)
+                        args.timeout * 60, label=run.name, stop_reason=stop_reason if args.stop_over_budget else None)
     run.status, run.detail = outcome.status, outcome.detail
     run.wall_s, run.peak_rss_gib = round(outcome.wall_s, 1), round(outcome.peak_rss_gib, 3)
     run.others_cpu_pct = outcome.others_cpu_pct
@@ -393,6 +480,8 @@ def judge_budgets(runs: list[Run], timeout_min: float) -> None:
 def budget_verdict(run: Run, timeout_min: float) -> str:
     if run.status == "timed out":
         return f"{run.detail} (stopped at {timeout_min:g} min)"
+    if run.status == "over budget":
+        return f"{run.detail} (stopped then: --stop-over-budget)"
     if run.status != "ok":
         return f"{run.status}: {run.detail}"
     broken = []
@@ -614,8 +703,9 @@ def report(runs: list[Run], indexes: dict, sizes: dict[str, int], args: argparse
     epochs = ", ".join(r.name for r in runs if r.one_epoch) or "none"
     return "\n\n".join(filter(None, [
         f"# ESCI at scale: {sizes_text(sizes)}",
-        f"{args.threads} threads (OMP_NUM_THREADS); timeout {args.timeout:g} min per run; trained one epoch "
-        f"(trainer.max_epochs=1): {epochs}.",
+        f"{args.threads} threads (OMP_NUM_THREADS); timeout {args.timeout:g} min per run"
+        f"{' (and stopped once over budget: --stop-over-budget)' if args.stop_over_budget else ''}; trained one "
+        f"epoch (trainer.max_epochs=1): {epochs}.",
         run_table,
         "Stage seconds from each run's timings.json (train includes validation; encode is the catalogue); wall "
         "is the whole process; other = wall - the runner's total_seconds - load (start-up and imports, writing the run "
@@ -718,6 +808,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--models", help="comma list of model or model/variant (default: every model, and the "
                                          "pretrained variant of each that has one)")
     parser.add_argument("--timeout", type=float, default=45, help="minutes per run (default: 45)")
+    parser.add_argument("--stop-over-budget", action="store_true",
+                        help="stop a run once its training alone cannot end within the time budget (the wall so "
+                             "far plus the epoch's remaining steps at the rate so far, judged after 2 min of "
+                             "training); its row says so, and its later stages are not measured")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "scale", help="report folder")
     parser.add_argument("--warm-cache", action="store_true",
                         help="use your cache folder (RETRIEVAL_ZOO_CACHE) instead of a fresh one")

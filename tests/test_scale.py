@@ -21,7 +21,7 @@ def test_the_scale_benchmark_measures_every_run_and_the_index(tmp_path):
     finished = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "scale.py"), "--products", "3000", "--models",
          "bm25,light_two_tower,minilm_zeroshot,mgdspr/pretrained", "--out", str(out), "--threads", "1",
-         "--data", str(tmp_path / "data"), "--ann", "HNSW32", "IVF16,Flat"],
+         "--data", str(tmp_path / "data"), "--ann", "HNSW32", "IVF16,Flat", "--stop-over-budget"],
         env=env, capture_output=True, text=True, timeout=900)
     assert finished.returncode == 0, finished.stderr[-3000:]
     rows = {row["model"] + "/" + row["variant"]: row for row in csv.DictReader((out / "scale.csv").open())}
@@ -71,3 +71,52 @@ def test_the_report_says_when_the_host_was_busy(load_benchmark):
         [quiet, busy])
     assert "at most 1.5% of one core" in scale.host_load_line([quiet])
     assert "not measured" in scale.host_load_line([scale.Run("bm25", "default")])
+
+
+PROGRESS_LOG = """inputs ready in 900.0 s (features, tokens; hard negatives come with the first train loader)  rss 3.7 GiB
+epoch 1/1  100/1000 steps  60.0s  rss 3.67 GiB (peak 4.34)  train/loss 7.159
+epoch 1/1  200/1000 steps  120.0s  rss 3.67 GiB (peak 4.34)  train/loss 7.001
+"""
+
+
+def test_the_last_progress_line_gives_the_epochs_rate_and_what_is_left(load_benchmark):
+    scale = load_benchmark("scale")
+    progress = scale.last_progress(PROGRESS_LOG)
+    assert (progress.epoch, progress.done, progress.total, progress.seconds) == (1, 200, 1000, 120.0)
+    assert progress.remaining_s == 480.0  # 800 steps at 0.6 s each
+    assert "step 200/1,000" in progress.text() and "8 min of the epoch to go" in progress.text()
+    assert scale.last_progress("inputs ready in 3.0 s\nepoch 1/1  0/10 steps  0.0s") is None
+
+
+def test_a_run_is_over_budget_only_once_its_training_alone_passes_the_budget(load_benchmark):
+    scale = load_benchmark("scale")
+    budget = scale.TIME_BUDGET_S
+    # 8 more minutes of training: within the budget at 20 min of wall; over it once the wall less the line's
+    # interval (it may be that old) plus those 8 minutes passes 30
+    assert scale.over_budget(PROGRESS_LOG, 20 * 60, cold_features=False) is None
+    reason = scale.over_budget(PROGRESS_LOG, budget - 7 * 60 + scale.PROGRESS_INTERVAL_S + 1, cold_features=False)
+    assert reason.startswith("over budget in train") and "step 200/1,000" in reason
+    # a pretrained run that encoded its features is judged without them (the 900 s of "inputs ready")
+    assert scale.over_budget(PROGRESS_LOG, budget - 7 * 60 + scale.PROGRESS_INTERVAL_S + 1, cold_features=True) is None
+    assert "without its 900 s cold features" in scale.over_budget(PROGRESS_LOG, 40 * 60, cold_features=True)
+    # under two minutes of training the rate is not judged, however late
+    first_minute = PROGRESS_LOG.rsplit("epoch", 1)[0]
+    assert scale.over_budget(first_minute, 10 * budget, cold_features=False) is None
+
+
+def test_a_stop_reason_stops_the_run_and_a_timeout_in_training_says_how_far_it_got(load_benchmark, tmp_path,
+                                                                                    monkeypatch):
+    scale = load_benchmark("scale")
+    monkeypatch.setattr(scale, "BUDGET_POLL_S", 0.1)
+    sleeper = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"]
+    reasons = iter([None, "over budget in train: test"])
+    outcome = scale.run_child(sleeper, tmp_path / "run.log", dict(os.environ), timeout_s=50,
+                              stop_reason=lambda elapsed: next(reasons))
+    assert (outcome.status, outcome.detail) == ("over budget", "over budget in train: test")
+    assert outcome.wall_s < 30  # killed, not waited for
+    run = scale.Run("mrse", "pretrained", status=outcome.status, detail=outcome.detail)
+    assert scale.budget_verdict(run, 45).endswith("(stopped then: --stop-over-budget)")
+    assert scale.timed_out_detail("train", PROGRESS_LOG) == (
+        "timed out at train (epoch 1: step 200/1,000 after 120 s, 1.67 steps/s: 8 min of the epoch to go)")
+    assert scale.timed_out_detail("encode", PROGRESS_LOG) == "timed out at encode"
+    assert scale.timed_out_detail(None, PROGRESS_LOG) == "timed out"
