@@ -54,13 +54,17 @@ _OWN_FIELD_ATTRIBUTES = {"attr_t_product_colour", "attr_t_product_type"}  # alre
 PREPARATION_VERSION = 2  # 2: the protocol text names the inner validation fold
 
 
-def load_icecat(path: str | Path | None = None, n_folds: int | str = 5, cache: bool | str = True) -> ProductSearchDataset:
+def load_icecat(path: str | Path | None = None, n_folds: int | str = 5, fold_seed: int | str = 0,
+                cache: bool | str = True) -> ProductSearchDataset:
     """Load Icecat/Chorus in the canonical schema (cached under ``<cache>/icecat``, keyed by the checksums).
 
     Protocol: 135 queries are too few for a held-out split, so every query has split ``test`` and an Int32
     ``fold`` in 0..n_folds-1 (queries ranked by sha256 of their text, dealt round-robin: balanced and
     deterministic); the runner does 5-fold query-level cross-validation (train on four folds, evaluate on
-    the fifth). The catalogue is all 19,406 products (full-catalogue retrieval).
+    the fifth). The catalogue is all 19,406 products (full-catalogue retrieval). ``fold_seed`` deals the folds
+    by another hash (sha256 of "<seed>:<text>"; 0, the board's, is today's folds): repeated cross-validation
+    reruns a model over several fold seeds, so a difference between models is not one split's accident
+    (``benchmarks/repeated_cv.py``).
 
     Mapping: rating 3/2/1/0 -> E/S/C/I, ESCI gains. Unjudged pairs are unknown (``fully_judged=False``).
     Fields: title = ``title`` (else ``name``), description = ``short_description``, bullets = up to eight
@@ -73,14 +77,18 @@ def load_icecat(path: str | Path | None = None, n_folds: int | str = 5, cache: b
     ``<cache>/icecat/raw`` where ``prepare("icecat")`` downloads). Files are verified against the folder's
     SHA256SUMS (else the repository's ``datasets/icecat-chorus/SHA256SUMS``).
     """
-    folds = as_int(n_folds, "n_folds")
+    folds, seed = as_int(n_folds, "n_folds"), as_int(fold_seed, "fold_seed")
     if folds < 2:
         raise DatasetError(f"n_folds={n_folds!r} must be at least 2")
+    if seed < 0:
+        raise DatasetError(f"fold_seed={fold_seed!r} must be 0 (the board's folds) or a positive integer")
     raw = icecat_raw_dir(path)
     files = check_icecat_files(raw)
     sums = verify_sha256(files, sums_file_for(raw, "icecat-chorus"), dataset="icecat")
-    folder = registry.cache_dir() / "icecat" / fingerprint(PREPARATION_VERSION, sums, folds)
-    return load_or_build(folder, lambda: build_icecat(files, folds, sums), enabled=as_bool(cache, "cache"))
+    # seed 0 keeps the key it had before fold seeds existed: the prepared board dataset is not rebuilt
+    key = fingerprint(PREPARATION_VERSION, sums, folds, *([seed] if seed else []))
+    folder = registry.cache_dir() / "icecat" / key
+    return load_or_build(folder, lambda: build_icecat(files, folds, sums, seed), enabled=as_bool(cache, "cache"))
 
 
 def icecat_raw_dir(path: str | Path | None = None) -> Path:
@@ -103,19 +111,21 @@ def check_icecat_files(raw: Path) -> list[Path]:
             for name in (*PRODUCT_FILES, JUDGMENTS_FILE)]
 
 
-def build_icecat(files: list[Path], n_folds: int, sums: dict[str, str] | None = None) -> ProductSearchDataset:
+def build_icecat(files: list[Path], n_folds: int, sums: dict[str, str] | None = None,
+                 fold_seed: int = 0) -> ProductSearchDataset:
     dropped: dict[str, int] = {}
     repaired: dict[str, int] = {}
     records = [record for file in files if file.name in PRODUCT_FILES for record in read_records(file, repaired)]
     products = canonical_products(records, dropped)
     judgments = read_judgments(next(f for f in files if f.name == JUDGMENTS_FILE), dropped, repaired)
     judgments, dropped["judgment_unknown_product"] = drop_unknown(judgments, "product_id", products["product_id"])
-    queries = folded_queries(judgments["query"].unique(), n_folds)
+    queries = folded_queries(judgments["query"].unique(), n_folds, fold_seed)
     judgments = judgments.join(queries.select("query", "query_id"), on="query", how="left", maintain_order="left")
     categorised = products.filter(pl.col("category") != "").height
     protocol = (
         f"Icecat/Chorus: {n_folds}-fold query-level cross-validation over {queries.height} queries (folds by "
-        f"sha256 of the query text, all queries split=test; per fold: train on {n_folds - 2} folds, select the "
+        f"sha256 of {f'{fold_seed}:<query text> (fold seed {fold_seed})' if fold_seed else 'the query text'}, "
+        f"all queries split=test; per fold: train on {n_folds - 2} folds, select the "
         f"training epoch on the next fold (inner validation), evaluate on the held-out fold); "
         f"labels Chorus rating 3/2/1/0 -> E/S/C/I; catalogue = all {products.height:,} Icecat products"
     )
@@ -126,6 +136,7 @@ def build_icecat(files: list[Path], n_folds: int, sums: dict[str, str] | None = 
         "label_mapping": LABEL_MAPPING,
         "gains": GAINS,
         "cv_folds": n_folds,
+        "fold_seed": fold_seed,
         "dropped": dropped,
         "repaired": repaired,
         "category_source": f"attr_t_product_type ({categorised:,} of {products.height:,} products)",
@@ -225,10 +236,11 @@ def read_judgments(csv_path: Path, dropped: dict[str, int], repaired: dict[str, 
     return labelled
 
 
-def folded_queries(query_texts: pl.Series, n_folds: int) -> pl.DataFrame:
-    """Queries with stable ids (q000.. in text order) and balanced folds dealt by the hash of the text."""
+def folded_queries(query_texts: pl.Series, n_folds: int, fold_seed: int = 0) -> pl.DataFrame:
+    """Queries with stable ids (q000.. in text order) and balanced folds dealt by the hash of the text (and of
+    ``fold_seed``): the ids do not depend on the seed, so runs over several fold seeds pair query by query."""
     texts = sorted(query_texts.to_list())
-    by_hash = sorted(texts, key=lambda text: (stable_unit_hash(text), text))
+    by_hash = sorted(texts, key=lambda text: (stable_unit_hash(text, fold_seed), text))
     fold_of = {text: i % n_folds for i, text in enumerate(by_hash)}
     width = len(str(len(texts)))
     return pl.DataFrame({

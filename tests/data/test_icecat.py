@@ -88,6 +88,20 @@ def test_fixture_loads_with_mapping_folds_and_fields(tmp_path):
     assert "operating temperature: 0 - 35" in product["bullets"] and "colour" not in product["bullets"]
 
 
+def test_a_fold_seed_deals_other_balanced_folds_over_the_same_query_ids(tmp_path):
+    folder = write_icecat_folder(tmp_path / "icecat")
+    board = load_icecat(folder)  # cached first: a seeded load must not be served the board's folds
+    seeded = load_icecat(folder, fold_seed="1")
+    assert seeded.queries["query_id"].to_list() == board.queries["query_id"].to_list()
+    assert seeded.queries["query"].to_list() == board.queries["query"].to_list()
+    assert sorted(seeded.queries["fold"].value_counts()["count"]) == [2] * 5
+    assert seeded.queries["fold"].to_list() != board.queries["fold"].to_list()
+    assert "(fold seed 1)" in seeded.meta["protocol"] and "sha256 of the query text," in board.meta["protocol"]
+    assert load_icecat(folder, fold_seed=1).queries["fold"].to_list() == seeded.queries["fold"].to_list()
+    with pytest.raises(DatasetError, match="fold_seed=-1 must be 0"):
+        load_icecat(folder, fold_seed=-1)
+
+
 def test_missing_folder_says_where(tmp_path):
     with pytest.raises(DatasetError, match=f"icecat-chorus data not found at {tmp_path / 'nowhere'}; "):
         load_icecat(tmp_path / "nowhere")
