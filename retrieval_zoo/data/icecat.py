@@ -60,8 +60,8 @@ def load_icecat(path: str | Path | None = None, n_folds: int | str = 5, fold_see
 
     Protocol: 135 queries are too few for a held-out split, so every query has split ``test`` and an Int32
     ``fold`` in 0..n_folds-1 (queries ranked by sha256 of their text, dealt round-robin: balanced and
-    deterministic); the runner does 5-fold query-level cross-validation (train on four folds, evaluate on
-    the fifth). The catalogue is all 19,406 products (full-catalogue retrieval). ``fold_seed`` deals the folds
+    deterministic); the runner does 5-fold query-level cross-validation (per fold: train on three folds,
+    select the epoch on the next, evaluate on the held-out one). The catalogue is all 19,406 products (full-catalogue retrieval). ``fold_seed`` deals the folds
     by another hash (sha256 of "<seed>:<text>"; 0, the board's, is today's folds): repeated cross-validation
     reruns a model over several fold seeds, so a difference between models is not one split's accident
     (``benchmarks/repeated_cv.py``).
