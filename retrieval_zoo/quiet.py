@@ -18,8 +18,10 @@ from typing import Any
 
 import psutil
 import pytorch_lightning as L
+import torch
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
 from pytorch_lightning.utilities.imports import _RICH_AVAILABLE
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 # (message regex, category, module regex, why it is harmless)
 HARMLESS_WARNINGS: list[tuple[str, type[Warning], str, str]] = [
@@ -70,11 +72,31 @@ def quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+# Lightning warns when any module is in eval mode as training starts ("... If this is intentional, you can ignore
+# this warning."). A model may keep a frozen reference copy in eval mode on purpose (the untouched MiniLM of
+# ``minilm.QuerySentenceTuning``, which must equal the tuned copy before any step, so never dropout): such a
+# module says so with ``kept_in_eval = True``. The warning is filtered only for exactly the count of modules
+# under those, so one more module left in eval mode by mistake changes the count and the warning still shows.
+EVAL_MODE_WARNING = r"Found {count} module\(s\) in eval mode at the start of training\."
+
+
+def kept_in_eval_count(module: torch.nn.Module) -> int:
+    """How many modules in eval mode now (as Lightning counts them: each once) sit under a module marked
+    ``kept_in_eval``. Counted as fit starts: Lightning keeps the modes a model has then, and warns on those."""
+    return len({id(inner) for outer in module.modules() if getattr(outer, "kept_in_eval", False)
+                for inner in outer.modules() if not inner.training})
+
+
 class Quiet(L.Callback):
-    """``quiet()`` in every process the Trainer trains in (a spawned DDP worker starts with Python's filters)."""
+    """``quiet()`` in every process the Trainer trains in (a spawned DDP worker starts with Python's filters),
+    and Lightning's eval-mode warning filtered for the modules the model keeps in eval mode by design."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         quiet()
+        count = kept_in_eval_count(pl_module)
+        if count:
+            warnings.filterwarnings("ignore", message=EVAL_MODE_WARNING.format(count=count),
+                                    category=PossibleUserWarning)
 
 
 def on_terminal() -> bool:

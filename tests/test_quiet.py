@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import psutil
 import pytest
+import pytorch_lightning
 import torch
 
 from retrieval_zoo import quiet
@@ -97,3 +98,58 @@ def test_a_bench_run_in_a_log_prints_no_known_noise_and_no_carriage_return(tmp_p
     assert all(re.search(r"rss \d+\.\d\d GiB \(peak \d+\.\d\d\)", line) for line in epochs), epochs
     assert [line for line in text.splitlines() if line.startswith("inputs ready in ") and "GiB" in line], text
     assert list((tmp_path / "wb" / "wandb").glob("offline-run-*")), "the W&B run follows WANDB_DIR"
+
+
+class _FrozenCopyModel(pytorch_lightning.LightningModule):
+    """A trainable layer and a reference copy kept in eval mode on purpose (as QuerySentenceTuning's original)."""
+
+    def __init__(self, stray_eval: bool):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+        self.reference = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.1))
+        self.reference.kept_in_eval = True
+        self.stray = torch.nn.Dropout(0.1)  # left in eval mode by mistake when stray_eval
+        self.stray_eval = stray_eval
+        self.train()  # Lightning keeps the modes a model has as fit starts: these are what it checks
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.reference.eval()
+        if self.stray_eval:
+            self.stray.eval()
+        return self
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(self.stray(self.reference(batch[0]))).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.layer.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("stray_eval", [False, True])
+def test_lightnings_eval_mode_warning_is_filtered_only_for_modules_kept_in_eval_by_design(stray_eval, tmp_path):
+    model = _FrozenCopyModel(stray_eval)
+    assert quiet.kept_in_eval_count(model) == 3  # the Sequential, its Linear and its Dropout
+    model.reference[0].train()
+    assert quiet.kept_in_eval_count(model) == 2  # only those in eval mode now: what Lightning counts
+    model.train()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 2)), batch_size=2)
+    trainer = pytorch_lightning.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                                        enable_progress_bar=False, enable_model_summary=False,
+                                        default_root_dir=tmp_path, callbacks=[quiet.Quiet()])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, loader)
+    eval_warnings = [str(w.message) for w in caught if "in eval mode at the start of training" in str(w.message)]
+    # a module left in eval mode by mistake changes the count, so the warning shows (4 modules: 3 + the stray)
+    assert eval_warnings == (["Found 4 module(s) in eval mode at the start of training. This may lead to unexpected "
+                              "behavior during training. If this is intentional, you can ignore this warning."]
+                             if stray_eval else [])
+
+
+def test_the_pretrained_query_tuning_marks_its_frozen_copy():
+    from retrieval_zoo.models.minilm import QuerySentenceTuning  # the packaged all-MiniLM-L6-v2
+
+    tuning = QuerySentenceTuning(trainable_layers=1).train()
+    in_eval = sum(1 for module in tuning.modules() if not module.training)
+    assert in_eval == quiet.kept_in_eval_count(tuning) > 0

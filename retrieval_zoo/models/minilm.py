@@ -167,6 +167,7 @@ class QuerySentenceTuning(nn.Module):
         tuned.train()
         freeze_lower_layers(tuned, trainable_layers)
         self.original = MiniLMEncoder(original, "query_tokens")
+        self.original.kept_in_eval = True  # on purpose, so Lightning's eval-mode warning is not for it (quiet.py)
         self.tuned = MiniLMEncoder(tuned, "query_tokens")
 
     def train(self, mode: bool = True) -> QuerySentenceTuning:
