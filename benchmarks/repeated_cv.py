@@ -36,17 +36,12 @@ import polars as pl
 from retrieval_zoo import atomic_files
 from retrieval_zoo.data.registry import load_dataset
 from retrieval_zoo.evaluation import per_query_p_value, relative_change
-from retrieval_zoo.models.registry import load_config
+from retrieval_zoo.models.registry import load_config, model_variants
 from retrieval_zoo.plan import finished_runs, run_dataset_plan
 from retrieval_zoo.runner import config_hash, dataset_identity
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ["ndcg@10", "recall@100"]
-
-
-def parse_pairs(models: str) -> list[tuple[str, str]]:
-    """"a,b/pretrained" -> [(a, default), (b, pretrained)]."""
-    return [tuple(f"{item.strip()}/default".split("/")[:2]) for item in models.split(",") if item.strip()]
 
 
 def fold_spec(fold_seed: int) -> str:
@@ -173,8 +168,8 @@ def main() -> None:
     parser.add_argument("--board", type=Path, default=REPO / "results", help="the board (fold seed 0's runs)")
     parser.add_argument("--report-only", action="store_true", help="report the runs on disk, run nothing")
     args = parser.parse_args()
-    pairs = parse_pairs(args.models)
-    reference = parse_pairs(args.reference)[0]
+    pairs = model_variants(args.models)
+    reference = model_variants(args.reference)[0]
     if reference not in pairs:
         pairs.insert(0, reference)
     fold_seeds = [int(s) for s in args.fold_seeds.split(",") if s.strip()]

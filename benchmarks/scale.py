@@ -196,10 +196,10 @@ def plan_runs(job: dict[str, Any]) -> dict[str, Any]:
 
     from retrieval_zoo.models import list_models, list_variants, load_config
     from retrieval_zoo.models.base import TwoTowerModel
-    from retrieval_zoo.models.registry import model_entry
+    from retrieval_zoo.models.registry import model_entry, model_variants
 
     if job["models"]:
-        pairs = [tuple(f"{item.strip()}/default".split("/")[:2]) for item in job["models"].split(",") if item.strip()]
+        pairs = model_variants(job["models"])
     else:  # every model, and the pretrained start of each that has one
         pairs = [(m, v) for m in list_models() for v in ("default", "pretrained") if v in list_variants(m)]
     runs = []

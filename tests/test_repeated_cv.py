@@ -16,11 +16,9 @@ def write_scores(folder, values: list[float], queries: list[str] | None = None, 
     return folder
 
 
-def test_fold_seed_specs_and_model_pairs(load_benchmark):
+def test_fold_seed_specs(load_benchmark):
     repeated = load_benchmark("repeated_cv")
     assert repeated.fold_spec(0) == "icecat" and repeated.fold_spec(2) == "icecat:fold_seed=2"
-    assert repeated.parse_pairs("minilm_zeroshot, mrse/pretrained") == [("minilm_zeroshot", "default"),
-                                                                          ("mrse", "pretrained")]
 
 
 def test_each_query_is_averaged_over_the_fold_seeds_before_the_paired_test(load_benchmark, tmp_path):

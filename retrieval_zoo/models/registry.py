@@ -56,6 +56,17 @@ def list_models(baselines: bool | None = None) -> list[str]:
     return sorted(n for n, e in _MODELS.items() if baselines is None or e.baseline == baselines)
 
 
+def model_variants(text: str) -> list[tuple[str, str]]:
+    """A comma list of ``model`` or ``model/variant`` (as benchmark scripts take it) as (model, variant) pairs,
+    ``default`` where no variant is named."""
+    pairs = []
+    for spec in text.split(","):
+        model, _, variant = spec.strip().partition("/")
+        if model:
+            pairs.append((model, variant or "default"))
+    return pairs
+
+
 def model_entry(name: str) -> ModelEntry:
     if name not in _MODELS:
         raise ConfigError(f"unknown model '{name}'; valid models: {', '.join(list_models())}")

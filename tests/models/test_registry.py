@@ -4,6 +4,7 @@ import pytest
 
 from retrieval_zoo.models import ConfigError, build_model, list_models, list_variants, load_config
 from retrieval_zoo.models.base import RetrievalModule
+from retrieval_zoo.models.registry import model_variants
 
 
 def test_baselines_are_registered():
@@ -97,3 +98,9 @@ def test_overrides_of_compatible_types_pass():
 def test_override_that_is_not_yaml_is_one_clear_error():
     with pytest.raises(ConfigError, match=r"override 'data.positive_labels=\[E': the value is not valid YAML"):
         load_config("light_two_tower", overrides=["data.positive_labels=[E"])
+
+
+def test_model_variants_reads_a_comma_list_of_models_and_variants():
+    assert model_variants("minilm_zeroshot, mrse/pretrained,,") == [("minilm_zeroshot", "default"),
+                                                                     ("mrse", "pretrained")]
+    assert model_variants("") == []
