@@ -100,7 +100,7 @@ STAGE_FRAMES = [
     ("encode", "", {"encode_catalog"}),
     ("query encode", "", {"encode_units"}),
     ("index", "retrieval_zoo/index.py", {"build_index", "_train"}),
-    ("search", "retrieval_zoo/index.py", {"search"}),
+    ("search", "retrieval_zoo/index.py", {"search", "exact_search"}),
     ("index", "retrieval_zoo/models/bm25.py", {"index"}),
     ("search", "retrieval_zoo/models/bm25.py", {"retrieve"}),
     ("metrics", "", {"evaluate_run", "rerank_run"}),

@@ -4,7 +4,15 @@ import faiss
 import numpy as np
 import pytest
 
-from retrieval_zoo.index import build_index, chosen_factory, index_and_search, search, serialized_bytes
+from retrieval_zoo.index import (
+    build_index,
+    chosen_factory,
+    exact_search,
+    flat_index_bytes,
+    index_and_search,
+    search,
+    serialized_bytes,
+)
 
 
 def test_flat_index_is_exact_inner_product_search():
@@ -57,3 +65,31 @@ def test_the_reported_index_size_is_what_faiss_serialises(factory):
     vectors = np.random.default_rng(0).standard_normal((500, 16)).astype(np.float32)
     index = build_index(vectors, factory)
     assert serialized_bytes(index) == faiss.serialize_index(index).nbytes > 500 * 16 * 4
+
+
+def test_exact_search_returns_what_a_flat_index_returns_bit_for_bit():
+    rng = np.random.default_rng(3)
+    items = rng.normal(size=(700, 24)).astype(np.float32)
+    items[350:360] = items[0]  # ties: the same vector under ten other ids
+    queries = np.concatenate([rng.normal(size=(37, 24)).astype(np.float32), items[:5]])
+    # batches of 16 queries: full batches, a short last one, and one-row BLAS-free calls all agree
+    for batch_size in (16, 4096):
+        found = exact_search(items, queries, k=50, batch_size=batch_size)
+        expected = search(build_index(items, "Flat"), queries, k=50, batch_size=batch_size)
+        np.testing.assert_array_equal(found[0], expected[0])
+        np.testing.assert_array_equal(found[1], expected[1])
+    result = index_and_search(items, queries, k=50)
+    assert result.factory == "Flat" and result.build_seconds == 0.0  # no index built: the array is searched
+
+
+def test_exact_search_clips_k_to_the_catalogue():
+    scores, indices = exact_search(np.eye(4, dtype=np.float32), np.eye(4, dtype=np.float32), k=10)
+    assert indices.shape == (4, 4) and set(indices[0]) == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("n_items, dim", [(0, 8), (1, 3), (500, 16)])
+def test_the_flat_size_reported_without_an_index_is_what_faiss_would_serialise(n_items, dim):
+    vectors = np.random.default_rng(0).standard_normal((n_items, dim)).astype(np.float32)
+    index = faiss.IndexFlatIP(dim)
+    index.add(vectors)
+    assert flat_index_bytes(n_items, dim) == faiss.serialize_index(index).nbytes
