@@ -103,10 +103,17 @@ class RetrievalModule(pl.LightningModule):
 
     # -- encoders -------------------------------------------------------------------------------------
     def encode_queries(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.encode_queries(self.tuned_query_side(batch))
+
+    def encode_query_heads(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each query head's own vector [B, H, d] (MMSE), from the same query side as ``encode_queries``."""
+        return self.model.query_head_vectors(self.tuned_query_side(batch))
+
+    def tuned_query_side(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch with its sentence vectors from the fine-tuned query encoder, where a pretrained start has one
+        (models/minilm.py ``QuerySentenceTuning``); else the batch as it is."""
         tuning = getattr(self.model, "query_sentence_tuning", None)
-        if tuning is not None:  # a pretrained start whose query encoder is fine-tuned (models/minilm.py)
-            batch = {**batch, "query_sentence": tuning(batch)}
-        return self.model.encode_queries(batch)
+        return batch if tuning is None else {**batch, "query_sentence": tuning(batch)}
 
     def encode_items(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model.encode_items(inputs)
@@ -192,9 +199,9 @@ class RetrievalModule(pl.LightningModule):
         query heads: its ``extra_vectors``), then hand the loss tensors only."""
         queries = self.query_rows(self.encode_queries, batch)
         positives = self.encode_item_indices(batch["pos_item"])
-        heads = getattr(self.model, "query_head_vectors", None)
-        extra = self.loss.extra_vectors(batch, self.encode_item_indices,
-                                        None if heads is None else lambda: self.query_rows(heads, batch))
+        heads = ((lambda: self.query_rows(self.encode_query_heads, batch))
+                 if hasattr(self.model, "query_head_vectors") else None)
+        extra = self.loss.extra_vectors(batch, self.encode_item_indices, heads)
         losses = self.loss(queries, positives, batch, extra)
         return losses if isinstance(losses, dict) else {"loss": losses}
 

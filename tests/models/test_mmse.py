@@ -175,3 +175,25 @@ def test_config_class_has_one_field_per_yaml_key():
 
     # model.encoder is the registry's shared key (registry.own_model_keys), not the config class's
     assert {f.name for f in dataclasses.fields(MMSEConfig)} == set(own_model_keys(load_config("mmse")))
+
+
+def test_the_heads_own_loss_reads_the_fine_tuned_query_side(tiny_encoder):
+    """``loss.head_weight`` on ``mmse/pretrained``: each head's vector comes from the tuned query encoder, as the
+    fused vector does, so the per-head losses train it too (they read the cached, untuned vectors before)."""
+    from retrieval_zoo.data import text
+
+    module = build_model(load_config("mmse", "pretrained", [f"model.encoder={tiny_encoder}", "loss.head_weight=0.5"]))
+    tuning = module.model.query_sentence_tuning
+    with torch.no_grad():  # a trained query side: the tuned copy no longer equals the original
+        for parameter in (p for p in tuning.tuned.parameters() if p.requires_grad):
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    module.eval()  # no dropout: the two encodings below must be comparable
+    generator = torch.Generator().manual_seed(0)
+    batch = {"query_hashed": torch.randint(1, 1000, (4, 10), generator=generator),
+             "query_tokens": torch.randint(5, text.vocab_size(str(tiny_encoder)), (4, 6), generator=generator),
+             "query_sentence": torch.nn.functional.normalize(torch.randn(4, 48, generator=generator), dim=-1)}
+    heads = module.encode_query_heads(batch)
+    assert not torch.allclose(heads, module.model.query_head_vectors(batch))  # not the cached vectors
+    torch.testing.assert_close(heads, module.model.query_head_vectors(module.tuned_query_side(batch)))
+    heads.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tuning.tuned.parameters() if p.requires_grad)
