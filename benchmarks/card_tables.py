@@ -3,8 +3,9 @@
 Each card holds the same table between two marker lines: the zoo's rows on Icecat against the start every
 ``pretrained`` variant shares (zero-shot MiniLM) and BM25, with each row's p-value against that start (ranx's
 paired t-test over the 135 queries, from the per-query scores committed with the board's runs), its selected
-epoch and its training time (model selection's checks included, and apart). A board row rerun (a new recipe, another host) changes the table; this script
-rewrites it, and ``--check`` (run by the tests) fails while a card still shows an older board.
+epoch and its training time (model selection's checks included, and apart). A board row rerun (a new recipe,
+another host) changes the table; this script rewrites it, and ``--check`` (run by the tests) fails while a card
+still shows an older board.
 
     python benchmarks/card_tables.py            # rewrite the tables in place
     python benchmarks/card_tables.py --check    # exit 1 naming each stale card
@@ -39,8 +40,8 @@ ROWS = (  # (model, variant, the row's name in the cards)
 )
 BEGIN = "<!-- icecat-table: made by `python benchmarks/card_tables.py` from results/leaderboard.csv; do not edit -->"
 END = "<!-- /icecat-table -->"
-HEADER = ("| run | ndcg@10 | recall@100 | p vs start (ndcg@10) | best epoch (mean of folds) | epochs | train s (of which selection) |\n"
-          "|---|---|---|---|---|---|---|")
+HEADER = ("| run | ndcg@10 | recall@100 | p vs start (ndcg@10) | best epoch (mean of folds) | epochs "
+          "| train s (of which selection) |\n|---|---|---|---|---|---|---|")
 
 
 def board_rows(results_dir: Path) -> dict[tuple[str, str], dict]:
