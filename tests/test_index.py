@@ -72,7 +72,7 @@ def test_exact_search_returns_what_a_flat_index_returns_bit_for_bit():
     items = rng.normal(size=(700, 24)).astype(np.float32)
     items[350:360] = items[0]  # ties: the same vector under ten other ids
     queries = np.concatenate([rng.normal(size=(37, 24)).astype(np.float32), items[:5]])
-    # batches of 16 queries: full batches, a short last one, and one-row BLAS-free calls all agree
+    # 42 queries in batches of 16 (16, 16, 10: under faiss's BLAS threshold of 20 queries) and in one batch (BLAS)
     for batch_size in (16, 4096):
         found = exact_search(items, queries, k=50, batch_size=batch_size)
         expected = search(build_index(items, "Flat"), queries, k=50, batch_size=batch_size)
