@@ -95,8 +95,8 @@ def card_path(name: str) -> Path:
 
 def stale_cards(results_dir: Path) -> list[str]:
     new_table = table(results_dir)
-    return [name for name in CARDS
-            if refreshed(card_path(name).read_text(), new_table, name) != card_path(name).read_text()]
+    cards = {name: card_path(name).read_text() for name in CARDS}
+    return [name for name, text in cards.items() if refreshed(text, new_table, name) != text]
 
 
 def main() -> None:
