@@ -104,8 +104,8 @@ def current_folders(results_dir: Path, spec: str, data, model: str, variant: str
     """seed -> run folder of the board rows made with the plan's config (the variant plus the curve's ``set``) on
     this point's data (others ignored)."""
     identity = dataset_identity(spec, data)
-    wanted = config_hash(load_config(model, variant, overrides), identity.fingerprint)
-    made = finished_runs(results_dir, identity.key, identity.fingerprint)
+    wanted = config_hash(load_config(model, variant, overrides), identity.fingerprint, identity.label_data)
+    made = finished_runs(results_dir, identity.key, identity.fingerprint, identity.label_data)
     return {seed: results_dir / "runs" / identity.key / model / variant / f"seed{seed}"
             for (m, v, seed), found in made.items() if (m, v) == (model, variant) and found == wanted}
 

@@ -52,8 +52,8 @@ def current_folder(results_dir: Path, spec: str, model: str, variant: str) -> Pa
     """The run folder of ``results_dir``'s board row for (model, variant, training seed 0) on ``spec``, made
     with today's config and recipe on today's data (None: missing or stale)."""
     identity = identity_of(spec)
-    wanted = config_hash(load_config(model, variant), identity.fingerprint)
-    made = finished_runs(results_dir, identity.key, identity.fingerprint)
+    wanted = config_hash(load_config(model, variant), identity.fingerprint, identity.label_data)
+    made = finished_runs(results_dir, identity.key, identity.fingerprint, identity.label_data)
     if made.get((model, variant, 0)) != wanted:
         return None
     folder = results_dir / "runs" / identity.key / model / variant / "seed0"

@@ -59,12 +59,12 @@ def run_dataset_plan(spec: str, runs: list[dict[str, Any]], n_seeds: int, result
         print(f"skipping dataset {spec}: {error}")
         return
     identity = dataset_identity(spec if ":" in spec else data.name, data)
-    made = finished_runs(results_dir, identity.key, identity.fingerprint) if resume else {}
+    made = finished_runs(results_dir, identity.key, identity.fingerprint, identity.label_data) if resume else {}
     for run in runs:
         if only and run["model"] not in only:
             continue
         config = load_config(run["model"], run.get("variant"), run.get("set"))
-        wanted = config_hash(config, identity.fingerprint)
+        wanted = config_hash(config, identity.fingerprint, identity.label_data)
         variant = config["variant"]
         todo = [seed for seed in range(int(run.get("seeds", n_seeds)))
                 if made.get((run["model"], variant, seed)) != wanted]
@@ -75,7 +75,8 @@ def run_dataset_plan(spec: str, runs: list[dict[str, Any]], n_seeds: int, result
                       run.get("set"), results_dir, wandb, progress=False)
 
 
-def finished_runs(results_dir: Path, dataset: str, fingerprint: str) -> dict[tuple[str, str, int], str]:
+def finished_runs(results_dir: Path, dataset: str, fingerprint: str, label_data: bool = True
+                  ) -> dict[tuple[str, str, int], str]:
     """(model, variant, seed) -> config hash of ``dataset``'s board rows whose run folder still exists. Rows
     from before the hash column get theirs from the config saved in their run folder, when they were made
     under the current recipe (else none: they are rerun)."""
@@ -92,7 +93,7 @@ def finished_runs(results_dir: Path, dataset: str, fingerprint: str) -> dict[tup
             continue
         found = row.get("config_hash")
         if not found and str(row.get("recipe")) == RECIPE and (folder / "config.yaml").exists():
-            found = config_hash(yaml.safe_load((folder / "config.yaml").read_text()), fingerprint)
+            found = config_hash(yaml.safe_load((folder / "config.yaml").read_text()), fingerprint, label_data)
         if found:
             made[(row["model"], row["variant"], int(row["seed"]))] = str(found)
     return made

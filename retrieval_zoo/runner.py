@@ -134,6 +134,7 @@ class DatasetIdentity:
     key: str
     fingerprint: str
     spec: str  # as given, with a ``path=`` made absolute
+    label_data: bool = True  # judged labels, no behaviour log: what hard-negative mining acts on by default
 
 
 @dataclass
@@ -251,16 +252,19 @@ def dataset_identity(spec: str, data: ProductSearchDataset) -> DatasetIdentity:
         fingerprint = folder_fingerprint(params["path"], cache_dir() / "fingerprints.json")
         resolved = {**params, "path": str(Path(params["path"]).expanduser().resolve())}
         absolute = spec.partition(":")[0] + ":" + ",".join(f"{k}={v}" for k, v in resolved.items())
-        return DatasetIdentity(dataset_key(spec, params, fingerprint), fingerprint, absolute)
+        return DatasetIdentity(dataset_key(spec, params, fingerprint), fingerprint, absolute, not data.has_behaviour)
     versions = {k: v for k, v in sorted(data.meta.items()) if "version" in k}
     payload = json.dumps({"spec": spec, "versions": versions, "sizes": data.describe()}, sort_keys=True,
                          default=str)
-    return DatasetIdentity(slug(spec), hashlib.sha256(payload.encode()).hexdigest(), spec)
+    return DatasetIdentity(slug(spec), hashlib.sha256(payload.encode()).hexdigest(), spec, not data.has_behaviour)
 
 
-def config_hash(config: dict[str, Any], fingerprint: str) -> str:
+def config_hash(config: dict[str, Any], fingerprint: str, label_data: bool = True) -> str:
     """What a board row was made with: the resolved config, the training recipe and the dataset's content.
-    ``leaderboard --resume`` reruns a row whose hash differs from the plan's."""
+    ``leaderboard --resume`` reruns a row whose hash differs from the plan's. ``label_data``: whether the dataset
+    is label data (``DatasetIdentity.label_data``); on behaviour data keys of label-data-only mining are inert."""
+    if not label_data:
+        config = _without_inert_mining(config)
     if "trainer" in config:  # where results are logged does not change them
         from retrieval_zoo.tracking import TRACKING_KEYS
 
@@ -279,6 +283,7 @@ def config_hash(config: dict[str, Any], fingerprint: str) -> str:
 NEUTRAL_KEYS: dict[tuple[str, ...], Any] = {
     ("data", "features", "sentence_dtype"): "float32",
     ("index", "approximate_above"): None,
+    ("data", "hard_negatives", "relative_margin"): None,
 }
 NEUTRAL_WITH = {("index", "approximate_factory"): ("index", "approximate_above")}
 # Items per encoding batch changes how fast a run is, not its vectors beyond float rounding
@@ -286,6 +291,20 @@ NEUTRAL_WITH = {("index", "approximate_factory"): ("index", "approximate_above")
 # 1024, the value every board row before 2026-12-06 was made with, so those rows' stored hashes stay current.
 SPEED_ONLY_KEY = ("data", "eval_batch_size")
 SPEED_ONLY_HASHED_AS = 1024
+
+
+# Keys of hard-negative mining added after board rows were made that cannot act where mining is off for the data
+# (behaviour data under ``label_data_only``): left out of those rows' hashes, so adding them does not make the
+# simshop rows look stale.
+LABEL_DATA_MINING_KEYS = [("data", "hard_negatives", "relative_margin")]
+
+
+def _without_inert_mining(config: dict[str, Any]) -> dict[str, Any]:
+    if not _lookup(config, ("data", "hard_negatives", "label_data_only"), True):
+        return config
+    for path in LABEL_DATA_MINING_KEYS:
+        config = _without(config, path)
+    return config
 
 
 def without_neutral_keys(config: dict[str, Any]) -> dict[str, Any]:
@@ -386,7 +405,7 @@ def run_once(config: dict[str, Any], dataset: ProductSearchDataset, identity: Da
     run_dir = results_dir / "runs" / dataset_slug / name / variant / f"seed{seed}"
     result = RunResult(dataset_slug, name, variant, seed, means, costs, run_dir, config,
                        dataset_spec=identity.spec,
-                       config_hash=config_hash(config, identity.fingerprint),
+                       config_hash=config_hash(config, identity.fingerprint, identity.label_data),
                        dataset_fingerprint=identity.fingerprint, encoder=outputs[0].encoder)
     folder = store.staged_path(staging, results_dir, run_dir)
     write_run_folder(result, dataset, folder, run, per_query, units, targets, pl.concat(curves) if curves else None)

@@ -163,6 +163,27 @@ def test_a_neutral_key_at_its_neutral_value_leaves_the_config_hash_as_before():
     assert len({config_hash(c, "fp") for c in (neutral, switched, half)}) == 3
 
 
+def test_the_false_negative_margin_moves_the_hash_of_label_data_rows_only():
+    from retrieval_zoo.models import load_config
+    from retrieval_zoo.runner import config_hash
+
+    config = load_config("light_two_tower")
+    assert config["data"]["hard_negatives"]["relative_margin"] == 0.05  # the shipped recipe filters
+    mining = {k: v for k, v in config["data"]["hard_negatives"].items() if k != "relative_margin"}
+    made_before = {**config, "data": {**config["data"], "hard_negatives": mining}}
+    unfiltered = {**config, "data": {**config["data"], "hard_negatives": {**mining, "relative_margin": None}}}
+    # label data (Icecat, ESCI): the filter changes the mined lists, so rows made without it are stale
+    assert config_hash(config, "fp", label_data=True) != config_hash(made_before, "fp", label_data=True)
+    assert config_hash(unfiltered, "fp", label_data=True) == config_hash(made_before, "fp", label_data=True)
+    # behaviour data under label_data_only mines nothing, so the simshop rows keep their hashes
+    assert config_hash(config, "fp", label_data=False) == config_hash(made_before, "fp", label_data=False)
+    opted_in = {**config, "data": {**config["data"], "hard_negatives": {**config["data"]["hard_negatives"],
+                                                                        "label_data_only": False}}}
+    opted_in_before = {**made_before, "data": {**made_before["data"],
+                                               "hard_negatives": {**mining, "label_data_only": False}}}
+    assert config_hash(opted_in, "fp", label_data=False) != config_hash(opted_in_before, "fp", label_data=False)
+
+
 def test_the_encoding_batch_size_does_not_move_the_config_hash_and_a_results_key_does(monkeypatch):
     from retrieval_zoo import runner
     from retrieval_zoo.models import load_config

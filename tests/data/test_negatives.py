@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 import polars as pl
 import pytest
 
-from retrieval_zoo.data import negatives
+from retrieval_zoo.data import negatives, text
 from retrieval_zoo.data.datamodule import DataSettings, RetrievalDataModule
 from retrieval_zoo.data.dataset import DatasetError, ProductSearchDataset
 from retrieval_zoo.data.negatives import HardNegativeSettings, train_queries
@@ -55,10 +58,12 @@ def behaviour_data() -> ProductSearchDataset:
                                 interactions=interactions)
 
 
-def mined(dataset: ProductSearchDataset, sources=("judged", "bm25")) -> tuple[RetrievalDataModule, dict]:
-    """The data module and, per unit id, its mined product ids (behaviour data opted in to mining)."""
+def mined(dataset: ProductSearchDataset, sources=("judged", "bm25"), relative_margin: float | None = None
+          ) -> tuple[RetrievalDataModule, dict]:
+    """The data module and, per unit id, its mined product ids (behaviour data opted in to mining; the
+    false-negative filter off unless a ``relative_margin`` is given)."""
     settings = DataSettings(hard_negatives={"sources": list(sources), "depth": 50, "per_example": 2,
-                                            "label_data_only": False})
+                                            "label_data_only": False, "relative_margin": relative_margin})
     datamodule = RetrievalDataModule(dataset, set(), settings)
     datamodule.setup()
     lists = datamodule.hard_negatives
@@ -137,6 +142,7 @@ def test_batches_sample_from_the_units_list():
     ({"sources": ["bm25", "tfidf"]}, r"unknown sources \['tfidf'\]; valid sources: judged, bm25, minilm"),
     ({"depth": 0}, "depth >= 1"),
     ({"per_example": 4, "k": 3}, r"unknown keys \['k'\]"),
+    ({"relative_margin": 1.5}, r"relative_margin must be in \[0, 1\) or null"),
 ])
 def test_bad_settings_are_one_line_errors(section, message):
     with pytest.raises(DatasetError, match=message):
@@ -150,3 +156,52 @@ def test_per_example_zero_turns_mining_off():
     assert datamodule.hard_negatives is None
     assert "hard_items" not in next(iter(datamodule.train_dataloader()))
     assert HardNegativeSettings(sources=[]).enabled is False
+
+
+# -- the false-negative filter (relative_margin) ------------------------------------------------------------
+def scored(monkeypatch, scores: dict[tuple[str, str], float]) -> None:
+    """Frozen-MiniLM cosines replaced by ``scores`` keyed by (query text, product title); 0 elsewhere."""
+    def pair_scores(keys, item_texts, query_texts):
+        rows, items = divmod(keys, len(item_texts))
+        return np.array([scores.get((query_texts[r], item_texts[i]), 0.0) for r, i in zip(rows, items, strict=True)],
+                        dtype=np.float32)
+
+    monkeypatch.setattr(negatives, "pair_scores", pair_scores)
+
+
+def test_retrieved_candidates_close_to_the_positives_are_dropped_and_judged_ones_kept(monkeypatch):
+    # "red shoe": positives p0 (0.8) and p1 (0.6), mean 0.7; at margin 0.05 a candidate must score <= 0.665
+    scored(monkeypatch, {("red shoe", "red running shoe"): 0.8, ("red shoe", "blue running shoe"): 0.6,
+                         ("red shoe", "red shoe rack"): 0.67, ("red shoe", "red shoe polish"): 0.9,
+                         ("red shoe", "red garden hose"): 0.66})
+    _, lists = mined(label_data(), relative_margin=0.05)
+    assert lists["q0"] == ["p2", "p3", "p5"]  # BM25's p4 (0.67) is dropped; judged p2 stays though it scores 0.9
+    _, retrieved_only = mined(label_data(), sources=["bm25"], relative_margin=0.05)
+    assert sorted(retrieved_only["q0"]) == ["p3"]  # without the judged source p2 is a retrieved candidate too
+    _, unfiltered = mined(label_data(), relative_margin=None)
+    assert unfiltered["q0"] == ["p2", "p3", "p5", "p4"]
+
+
+def test_a_query_without_positives_keeps_every_candidate(monkeypatch):
+    # q1 becomes a train query judged I only: no positive to compare with, so nothing is filtered (and no NaN)
+    scored(monkeypatch, {("red hose", "red garden hose"): 0.99})
+    data = label_data()
+    no_positive = ProductSearchDataset(
+        "negatives-no-positive", data.products, data.queries.with_columns(pl.lit("train").alias("split")),
+        data.judgments.filter(~((pl.col("query_id") == "q1") & (pl.col("label") == "E"))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, filtered = mined(no_positive, relative_margin=0.05)
+    _, unfiltered = mined(no_positive, relative_margin=None)
+    assert filtered["q1"] == unfiltered["q1"] and "p3" in filtered["q1"]
+
+
+def test_the_filter_on_real_minilm_keeps_exactly_the_candidates_below_the_ceiling():
+    datamodule, unfiltered = mined(label_data(), sources=["bm25"], relative_margin=None)
+    _, filtered = mined(label_data(), sources=["bm25"], relative_margin=0.05)
+    query, item = text.sentence_features(["red shoe"]), text.sentence_features(TITLES)
+    cosine = dict(zip(datamodule.catalog.product_ids, (item @ query[0]).tolist(), strict=True))
+    positives = np.mean([cosine["p0"], cosine["p1"]])
+    ceiling = positives - 0.05 * abs(positives)
+    assert filtered["q0"] == [p for p in unfiltered["q0"] if cosine[p] <= ceiling]
+    assert len(filtered["q0"]) < len(unfiltered["q0"])  # "red shoe rack" is as close to "red shoe" as its positives
