@@ -23,7 +23,7 @@ cheaper than a cache read, and are not cached. The per-query list is the union o
 given (duplicates kept once, at their first place).
 
 False negatives (``relative_margin``): a retrieved candidate that is not judged may still be relevant, because
-judgments cover a pool of items, not the catalogue. On Icecat 63% of the BM25 candidates are unjudged, and for
+judgments cover a pool of items, not the catalogue. On Icecat 83% of the BM25 candidates are unjudged, and for
 "tv" they are TVs, for "dvd player" DVD players: as negatives they teach the model to push relevant items down.
 As in sentence-transformers' ``mine_hard_negatives(relative_margin=...)`` (NV-Retriever's TopK-PercPos,
 Moreira et al. 2024: 0.05 was its best), a retrieved candidate is kept only if its frozen MiniLM cosine to
