@@ -63,7 +63,7 @@ def write_board(results_dir: Path, rows: list[dict[str, Any]], protocols: dict[s
     from retrieval_zoo.significance import baseline_tests
 
     new_keys = {(str(r["dataset"]), str(r["model"]), str(r["variant"]), int(r["seed"])) for r in rows}
-    board = canonical(baseline_tests(canonical(board), results_dir, new_keys))
+    board = canonical(as_read_back(baseline_tests(canonical(board), results_dir, new_keys)))
     atomic_files.write_text(leaderboard_path(results_dir), board.write_csv())
     _save_protocols(results_dir, protocols)
     write_markdown(results_dir, board)
@@ -78,6 +78,13 @@ def canonical(board: pl.DataFrame) -> pl.DataFrame:
 def flat_row(result) -> dict[str, Any]:
     row = result.row()
     return {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
+
+
+def as_read_back(board: pl.DataFrame) -> pl.DataFrame:
+    """The board's text as reading it back and writing it again would give it: a new row's whole numbers in a column
+    the board holds as decimals (an epoch count beside Icecat's fold means) become "9.0" now, not at the next
+    commit, so the bytes of a row do not depend on whether it was the last one written."""
+    return _stringify(pl.read_csv(board.write_csv().encode(), infer_schema_length=None))
 
 
 def _stringify(frame: pl.DataFrame) -> pl.DataFrame:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from retrieval_zoo.reports import RECIPE, leaderboard_path, write_markdown
+from retrieval_zoo.reports import RECIPE, leaderboard_path, write_board, write_markdown
 
 
 def board(rows: list[dict]) -> pl.DataFrame:
@@ -53,3 +53,20 @@ def test_rows_made_under_an_earlier_recipe_are_marked_until_rerun(tmp_path):
     assert "| old † | default |" in text  # one seed from an earlier recipe is enough to mark the row
     assert "† made under an earlier training recipe" in text
     assert "†" not in write_markdown(tmp_path, frame.filter(pl.col("model") == "fresh"))
+
+
+def test_a_rows_text_on_the_board_does_not_depend_on_which_commit_wrote_it_last(tmp_path):
+    def row(seed: int, epochs: float | int) -> dict:
+        return {"dataset": "d", "model": "bm25", "variant": "default", "seed": seed, "baseline": True,
+                "ndcg@10": 0.5, "epochs_trained": epochs, "recipe": RECIPE}
+
+    def line_of_seed(seed: int) -> str:
+        return next(line for line in leaderboard_path(tmp_path).read_text().splitlines()
+                    if line.startswith(f"d,bm25,default,{seed},"))
+
+    write_board(tmp_path, [row(0, 5.6)], {})  # a fold mean: the column reads back as decimals
+    write_board(tmp_path, [row(1, 9)], {})  # a whole number of epochs, new in this commit
+    written = line_of_seed(1)
+    write_board(tmp_path, [row(2, 7.5)], {})  # the next commit reads seed 1 back from the csv
+    assert line_of_seed(1) == written
+    assert ",9.0," in written
