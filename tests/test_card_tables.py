@@ -1,11 +1,15 @@
-"""benchmarks/card_tables.py: the model cards' Icecat table is the board's, and a card that drifts from it is caught."""
+"""benchmarks/card_tables.py: the model cards' tables (Icecat, simshop boards, claims) are the board's, and a card that
+drifts from it is caught."""
 
 from __future__ import annotations
 
+import shutil
+
+import polars as pl
 import pytest
 
 
-def test_every_card_shows_the_boards_icecat_table(load_benchmark):
+def test_every_card_shows_the_boards_tables(load_benchmark):
     cards = load_benchmark("card_tables")
     assert cards.stale_cards(cards.REPO / "results") == []
 
@@ -36,3 +40,52 @@ def test_a_card_without_its_markers_is_a_one_line_error(load_benchmark):
 @pytest.mark.parametrize("value, text", [(None, "–"), (float("nan"), "–"), (3e-7, "< 1e-4"), (0.05612, "0.056")])
 def test_p_values_are_written_to_two_figures(load_benchmark, value, text):
     assert load_benchmark("card_tables").p_text(value) == text
+
+
+def test_a_board_table_is_the_seed_mean_and_sd_of_each_row(load_benchmark):
+    cards = load_benchmark("card_tables")
+    spec = cards.BoardTable("simshop", ("bm25/default", "mrse/default"), ("ndcg@10", "recall@100[group=image_attr]"))
+    lines = spec.render(cards.REPO / "results").splitlines()
+    board = pl.read_csv(cards.REPO / "results" / "leaderboard.csv", infer_schema_length=0).filter(
+        (pl.col("dataset") == "simshop") & (pl.col("model") == "mrse") & (pl.col("variant") == "default"))
+    values = board["ndcg@10"].cast(pl.Float64)
+    assert lines[0].startswith("| model/variant | ndcg@10 | recall@100[group=image_attr] | seeds |")
+    assert lines[3].startswith(f"| mrse/default | {values.mean():.4f} ± {values.std():.4f} | ")
+    assert f"| {board.height} |" in lines[3]
+    assert lines[2].endswith("| – | – |")  # bm25 trains nothing: no epochs, no training time
+
+
+def test_a_board_table_naming_a_row_the_board_lacks_is_a_one_line_error(load_benchmark):
+    cards = load_benchmark("card_tables")
+    with pytest.raises(SystemExit, match="no row for mrse/imaginary; run `make leaderboard`"):
+        cards.BoardTable("simshop", ("mrse/imaginary",), ("ndcg@10",)).render(cards.REPO / "results")
+
+
+def test_the_claims_table_lists_every_claim_of_the_models_file_and_says_which_are_untested(load_benchmark, tmp_path):
+    cards = load_benchmark("card_tables")
+    claims = pl.read_csv(cards.REPO / "results" / "claims.csv")
+    claims.filter(~pl.col("claim").str.contains("vanishes")).write_csv(tmp_path / "claims.csv")
+    lines = cards.ClaimsTable("mrse").render(tmp_path).splitlines()[2:]
+    assert len(lines) == 6  # the file's six board claims; its curve claim is results/mechanisms.md's
+    untested = [line for line in lines if line.endswith("| not tested yet |")]
+    assert len(untested) == 2 and all("simshop-alltext" in line for line in untested)
+    tested = next(line for line in lines if line.startswith("| images cost at most 2% on broad queries |"))
+    row = claims.filter(pl.col("claim") == "images cost at most 2% on broad queries").row(0, named=True)
+    assert f"| {row['a_mean']:.4f} | {row['b_mean']:.4f} |" in tested and tested.endswith(f"| {row['verdict']} |")
+
+
+def test_a_failed_refresh_writes_no_card(load_benchmark, tmp_path, monkeypatch):
+    cards = load_benchmark("card_tables")
+    for name in cards.CARDS:
+        shutil.copy(cards.card_path(name), tmp_path / f"{name}.md")
+    broken = (tmp_path / "mrse.md").read_text().replace(cards.end_marker("claims-table"), "")
+    (tmp_path / "mrse.md").write_text(broken)
+    for name in ("mgdspr", "mmse"):  # stale tables the run would rewrite, were it not stopped by mrse's
+        text = (tmp_path / f"{name}.md").read_text()
+        (tmp_path / f"{name}.md").write_text(text.replace("| minilm_zeroshot (the start) | ", "| stale | ", 1))
+    before = {name: (tmp_path / f"{name}.md").read_text() for name in cards.CARDS}
+    monkeypatch.setattr(cards, "card_path", lambda name: tmp_path / f"{name}.md")
+    monkeypatch.setattr("sys.argv", ["card_tables.py"])
+    with pytest.raises(SystemExit, match="mrse must hold the marker lines"):
+        cards.main()
+    assert {name: (tmp_path / f"{name}.md").read_text() for name in cards.CARDS} == before
