@@ -29,7 +29,7 @@ import polars as pl
 import yaml
 
 from retrieval_zoo.evaluation import per_query_p_value
-from retrieval_zoo.reports import aggregate, read_leaderboard
+from retrieval_zoo.reports import aggregate, mean_sd, read_leaderboard
 
 REPO = Path(__file__).resolve().parents[1]
 CARDS = ("mgdspr", "mmse", "mrse")
@@ -138,12 +138,6 @@ class BoardTable:
                      number(row["epochs_trained"], 1), number(row["train_seconds"], 0)]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
-
-
-def mean_sd(mean: float | None, sd: float | None) -> str:
-    if mean is None or math.isnan(mean):
-        return "–"
-    return f"{mean:.4f}" if sd is None or math.isnan(sd) else f"{mean:.4f} ± {sd:.4f}"
 
 
 def number(value: float | None, digits: int) -> str:

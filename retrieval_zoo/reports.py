@@ -168,7 +168,7 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
         cells = [row["model"] + (" (baseline)" if row.get("baseline") == "true" else "")
                  + (" †" if (row["model"], row["variant"]) in stale else ""), row["variant"]]
         for metric in metrics:
-            cells.append(_mean_sd(row.get(metric), row.get(f"{metric}_sd")) + _marker(row, metric))
+            cells.append(mean_sd(row.get(metric), row.get(f"{metric}_sd")) + _marker(row, metric))
         cells += [_num(row.get(c), 1) for c in budget]
         cells += [_count(row.get("params")), _num(row.get("train_pairs_per_s"), 0), _num(row.get("encode_items_per_s"), 0),
                   _num(row.get("query_latency_ms"), 2), str(row.get("index") or "–"), str(row.get("index_mb") or "–"),
@@ -203,7 +203,7 @@ def _group_section(board: pl.DataFrame, metric: str = GROUP_METRIC) -> list[str]
     lines = [f"{metric} per query group (mean ± sd over seeds):", "",
              "| model | variant | " + " | ".join(groups) + " |", "|" + "---|" * (len(groups) + 2)]
     for row in table.iter_rows(named=True):
-        cells = [_mean_sd(row[c], row[f"{c}_sd"]) for c in columns]
+        cells = [mean_sd(row[c], row[f"{c}_sd"]) for c in columns]
         lines.append(f"| {row['model']} | {row['variant']} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -234,7 +234,7 @@ def _marker(row: dict[str, Any], metric: str) -> str:
     return f" {sig}" if sig else ""
 
 
-def _mean_sd(mean: Any, sd: Any) -> str:
+def mean_sd(mean: Any, sd: Any) -> str:
     if mean is None or (isinstance(mean, float) and np.isnan(mean)):
         return "–"
     if sd is None or (isinstance(sd, float) and np.isnan(sd)):
