@@ -20,6 +20,7 @@ from retrieval_zoo import atomic_files
 from retrieval_zoo.evaluation import HEADLINE_METRICS
 
 KEYS = ["dataset", "model", "variant", "seed"]
+HASH_COLUMNS = ("config_hash", "dataset_fingerprint")
 # The training recipe every row is made with (the runner writes it into each row); bumped whenever a change to
 # training, data or models moves results, so the board marks rows made under an earlier recipe until rerun.
 RECIPE = "2026-12-04"
@@ -45,7 +46,12 @@ def read_leaderboard(results_dir: str | Path = "results") -> pl.DataFrame:
     path = leaderboard_path(Path(results_dir))
     if not path.exists():
         return pl.DataFrame(schema={k: pl.Utf8 for k in KEYS})
-    return pl.read_csv(path, infer_schema_length=None)
+    return _read_board_csv(path)
+
+
+def _read_board_csv(source: Path | bytes) -> pl.DataFrame:
+    # hex digests that happen to be all digits must stay text (leading zeros, the hash comparisons of --resume)
+    return pl.read_csv(source, infer_schema_length=None, schema_overrides=dict.fromkeys(HASH_COLUMNS, pl.Utf8))
 
 
 def write_board(results_dir: Path, rows: list[dict[str, Any]], protocols: dict[str, str]) -> pl.DataFrame:
@@ -84,7 +90,7 @@ def as_read_back(board: pl.DataFrame) -> pl.DataFrame:
     """The board's text as reading it back and writing it again would give it: a new row's whole numbers in a column
     the board holds as decimals (an epoch count beside Icecat's fold means) become "9.0" now, not at the next
     commit, so the bytes of a row do not depend on whether it was the last one written."""
-    return _stringify(pl.read_csv(board.write_csv().encode(), infer_schema_length=None))
+    return _stringify(_read_board_csv(board.write_csv().encode()))
 
 
 def _stringify(frame: pl.DataFrame) -> pl.DataFrame:

@@ -70,3 +70,14 @@ def test_a_rows_text_on_the_board_does_not_depend_on_which_commit_wrote_it_last(
     write_board(tmp_path, [row(2, 7.5)], {})  # the next commit reads seed 1 back from the csv
     assert line_of_seed(1) == written
     assert ",9.0," in written
+
+
+def test_a_hash_that_is_all_digits_stays_text_on_the_board(tmp_path):
+    from retrieval_zoo.reports import read_leaderboard
+
+    row = {"dataset": "d", "model": "bm25", "variant": "default", "seed": 0, "baseline": True, "ndcg@10": 0.5,
+           "recipe": RECIPE, "config_hash": "012345678901", "dataset_fingerprint": "0000111122223333"}
+    write_board(tmp_path, [row], {})
+    board = read_leaderboard(tmp_path)
+    assert board["config_hash"].to_list() == ["012345678901"]
+    assert board["dataset_fingerprint"].to_list() == ["0000111122223333"]
