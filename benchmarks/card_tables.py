@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-import yaml
 
 from retrieval_zoo.evaluation import per_query_p_value
 from retrieval_zoo.reports import aggregate, mean_sd, read_leaderboard
+from retrieval_zoo.significance import read_claims
 
 REPO = Path(__file__).resolve().parents[1]
 CARDS = ("mgdspr", "mmse", "mrse")
@@ -155,8 +155,7 @@ class ClaimsTable:
     source: str = "results/claims.csv"
 
     def render(self, results_dir: Path) -> str:
-        claims = [c for c in yaml.safe_load((REPO / "benchmarks" / "claims" / f"{self.model}.yaml").read_text())
-                  if "curve" not in c]
+        claims = [c for c in read_claims(REPO / "benchmarks" / "claims" / f"{self.model}.yaml") if "curve" not in c]
         path = results_dir / "claims.csv"
         tested = pl.read_csv(path, infer_schema_length=None) if path.exists() else pl.DataFrame(
             schema={"dataset": pl.Utf8, "claim": pl.Utf8})
