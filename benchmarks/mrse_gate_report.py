@@ -1,19 +1,22 @@
 """Is MRSE's expert gate decorative? Average expert weights per query group, per user type and per item kind.
 
-Trains MRSE on simshop with its YAML config (or loads a state dict saved by an earlier call with
-``--checkpoint``), then averages the gate's per-input expert weights (VBert / FtAtt / Light-BERT) over the test
+Trains MRSE on simshop the way the board does (``runner.run_benchmark``: the YAML config, model selection on
+valid, the kept state; into a scratch results folder, so the board is untouched) or loads a state dict given with
+``--checkpoint`` (a board run folder's ``model.pt``, or a file an earlier call saved), then averages the gate's per-input expert weights (VBert / FtAtt / Light-BERT) over the test
 searches, split by query group (broad / text_attr / image_attr) and by the searching user's type (users.parquet:
 visual or textual, from visual_reliance >= 0.5), and over the catalogue, split by whether a product's colour and
 style appear only in its image. Writes results/mrse_gate_weights.csv (mean and per-input standard deviation of
 each expert's weight) and a bar chart next to it.
 
-    python benchmarks/mrse_gate_report.py                      # trains (a few minutes on 2 CPU cores)
+    python benchmarks/mrse_gate_report.py                      # trains (about 10 minutes on 2 CPU cores)
     python benchmarks/mrse_gate_report.py --checkpoint results/mrse_simshop.pt   # trains once, then reuses
+    python benchmarks/mrse_gate_report.py --checkpoint results/runs/simshop/mrse/default/seed0/model.pt
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,14 +30,19 @@ from retrieval_zoo.data.datamodule import RetrievalDataModule
 from retrieval_zoo.data.features import fields_to_build
 from retrieval_zoo.models import build_model, load_config
 from retrieval_zoo.models.mrse import EXPERTS
-from retrieval_zoo.runner import data_settings
+from retrieval_zoo.runner import data_settings, run_benchmark
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from text_ceiling import intent_fields  # noqa: E402
 
+SCRATCH_RESULTS = Path("results/diagnostics/mrse_gate")  # git-ignored: a training run for this report only
+
 
 def trained_module(dataset_name: str, variant: str | None, seed: int, overrides: list[str], checkpoint: Path | None):
-    """A RetrievalModule wrapping MRSE, attached to its data module: trained here or loaded from ``checkpoint``."""
+    """A RetrievalModule wrapping MRSE, attached to its data module, with the weights of ``checkpoint``; a missing
+    checkpoint is first made by training as the board does (``board_state``)."""
+    if checkpoint is None or not checkpoint.exists():
+        checkpoint = board_state(dataset_name, variant, seed, overrides, checkpoint)
     config = load_config("mrse", variant, overrides)
     L.seed_everything(seed, workers=True, verbose=False)
     dataset = load_dataset(dataset_name)
@@ -42,16 +50,22 @@ def trained_module(dataset_name: str, variant: str | None, seed: int, overrides:
     fields = fields_to_build(dataset, module.required_fields, module.optional_fields, "mrse")
     datamodule = RetrievalDataModule(dataset, fields, data_settings(config["data"]), seed)
     module.attach(datamodule)  # extracts (or reads cached) image features, builds the adaptor
-    if checkpoint is not None and checkpoint.exists():
-        module.model.load_state_dict(model_state(checkpoint))
-        return module, datamodule, dataset
-    trainer = L.Trainer(**config["trainer"], logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(module, datamodule=datamodule)
-    if checkpoint is not None:
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(module.model.state_dict(), checkpoint)
+    module.model.load_state_dict(model_state(checkpoint))
     return module, datamodule, dataset
+
+
+def board_state(dataset_name: str, variant: str | None, seed: int, overrides: list[str],
+                save_to: Path | None) -> Path:
+    """Train one seed with the runner (selection on valid included: the state a board row is scored with) into
+    results/diagnostics/ (not the board); the kept ``model.pt``, copied to ``save_to`` when given."""
+    result = run_benchmark("mrse", dataset_name, [seed], variant, overrides, SCRATCH_RESULTS, "disabled",
+                           progress=False, update_leaderboard=False, print_table=False)[0]
+    state = Path(result.run_dir) / "model.pt"  # run_dir starts with the results folder given
+    if save_to is None:
+        return state
+    save_to.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(state, save_to)
+    return save_to
 
 
 def model_state(checkpoint: Path) -> dict:
@@ -138,7 +152,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. "
                         "trainer.max_epochs=1")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="state dict to reuse (saved if missing)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="state dict to read (made by training "
+                        "as the board does, and saved there, if missing)")
     parser.add_argument("--out", type=Path, default=Path("results/mrse_gate_weights.csv"))
     args = parser.parse_args()
     module, datamodule, dataset = trained_module(args.dataset, args.variant, args.seed, args.overrides,
