@@ -1,0 +1,110 @@
+"""How large a gain can these test queries separate? Each run against a reference, from the saved per-query scores.
+
+Per run of ``--variant`` on ``--dataset``: the mean per-query difference of ``--metric`` against the reference run
+of the same seed, the spread (sd) of those differences, the board's test (ranx's paired t-test over the queries,
+``evaluation.per_query_p_value``) and the smallest mean gain that test would call separable at ``--alpha`` given
+that spread: t(1 - alpha/2, n - 1) * sd / sqrt(n). A run whose mean gain is below it is not ▲ however real the
+gain, so a model whose gain varies more between queries needs a larger mean gain to be ▲. Reads the committed
+``per_query.parquet`` files (a fresh clone has them); no training. Writes
+``results/detectable_gain_<dataset>.md``.
+
+    python benchmarks/detectable_gain.py     # icecat, pretrained variants vs minilm_zeroshot/default, ndcg@10
+    python benchmarks/detectable_gain.py --variant default --reference bm25/default --metric recall@100
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from retrieval_zoo import atomic_files
+from retrieval_zoo.evaluation import per_query_p_value
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def detectable_gain(differences: np.ndarray, alpha: float) -> float:
+    """The mean paired difference at which a two-sided paired t-test with these differences' spread has p = alpha."""
+    n = len(differences)
+    if n < 2:
+        raise ValueError(f"a paired t-test needs at least 2 queries, got {n}")
+    return float(stats.t.ppf(1 - alpha / 2, n - 1) * np.std(differences, ddof=1) / np.sqrt(n))
+
+
+def paired_values(run_dir: Path, reference_dir: Path, metric: str) -> pl.DataFrame:
+    """unit_id, value, value_ref: the two runs' per-query ``metric`` on the queries both were scored on."""
+    def values(folder: Path) -> pl.DataFrame:
+        return (pl.read_parquet(folder / "per_query.parquet").filter(pl.col("metric") == metric)
+                .select("unit_id", "value"))
+
+    return values(run_dir).join(values(reference_dir), on="unit_id", suffix="_ref").sort("unit_id")
+
+
+def run_row(run_dir: Path, reference_dir: Path, metric: str, alpha: float) -> dict:
+    pairs = paired_values(run_dir, reference_dir, metric)
+    differences = (pairs["value"] - pairs["value_ref"]).to_numpy()
+    per_query = [pl.read_parquet(folder / "per_query.parquet") for folder in (run_dir, reference_dir)]
+    p_value = per_query_p_value(*per_query, metric)
+    needed = detectable_gain(differences, alpha)
+    mean = float(differences.mean())
+    return {"run": "/".join(run_dir.parts[-3:]), "queries": len(differences), "mean gain": mean,
+            "sd of the per-query differences": float(np.std(differences, ddof=1)), "p": p_value,
+            f"gain needed for p < {alpha:g}": needed,
+            "separable": "yes" if p_value < alpha else "no"}
+
+
+def report(results: Path, dataset: str, variant: str, reference: str, metric: str, alpha: float) -> pl.DataFrame:
+    ref_model, _, ref_variant = reference.partition("/")
+    reference_root = results / "runs" / dataset / ref_model / (ref_variant or "default")
+    rows = []
+    for run_dir in sorted((results / "runs" / dataset).glob(f"*/{variant}/seed*")):
+        reference_dir = reference_root / run_dir.name
+        if run_dir.parent.parent.name == ref_model or not (run_dir / "per_query.parquet").exists():
+            continue
+        if not (reference_dir / "per_query.parquet").exists():
+            raise SystemExit(f"error: no saved scores of {reference} {run_dir.name} under {reference_root}")
+        rows.append(run_row(run_dir, reference_dir, metric, alpha))
+    if not rows:
+        raise SystemExit(f"error: no {variant} run with saved scores under {results / 'runs' / dataset}")
+    return pl.DataFrame(rows).sort("mean gain", descending=True)
+
+
+def markdown(frame: pl.DataFrame, header: list[str]) -> str:
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.2g}" if abs(value) < 0.001 and value != 0 else f"{value:.4f}"
+        return str(value)
+
+    rows = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
+    rows += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
+    return "\n".join([*header, *rows])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="icecat")
+    parser.add_argument("--variant", default="pretrained")
+    parser.add_argument("--reference", default="minilm_zeroshot/default", help="model/variant compared against")
+    parser.add_argument("--metric", default="ndcg@10")
+    parser.add_argument("--alpha", type=float, default=0.01, help="the board's ▲/▼ level")
+    parser.add_argument("--results", type=Path, default=REPO / "results")
+    args = parser.parse_args()
+    frame = report(args.results, args.dataset, args.variant, args.reference, args.metric, args.alpha)
+    header = [f"# Detectable gains: {args.dataset}, `{args.variant}` variants vs `{args.reference}`, {args.metric}",
+              "", "Per run: the mean per-query difference against the reference, its sd, ranx's paired t-test p and",
+              f"the smallest mean gain that test separates at p < {args.alpha:g} with that sd. Written by",
+              f"`python benchmarks/detectable_gain.py --dataset {args.dataset} --variant {args.variant} "
+              f"--reference {args.reference} --metric {args.metric}`.", ""]
+    text = markdown(frame, header)
+    out = args.results / f"detectable_gain_{args.dataset}.md"
+    atomic_files.write_text(out, text + "\n")
+    print(text)
+    print(f"\nwritten: {out}")
+
+
+if __name__ == "__main__":
+    main()
