@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,6 +58,13 @@ class TokenEmbedding(nn.Module):
 def padding_mask(ids: torch.Tensor) -> torch.Tensor:
     """True where ``ids`` is a real token (WordPiece pad id 0, item-index pad -1)."""
     return ids > 0 if ids.dtype != torch.bool else ids
+
+
+def longest_first(ids: torch.Tensor, pad_id: int = 0) -> np.ndarray:
+    """Row order by descending text length (ties in row order), for ``TwoTowerModel.catalogue_order``: a tower
+    that trims each batch to its longest text (as sentence-transformers' ``encode`` sorts) then pads little."""
+    lengths = (ids != pad_id).sum(1).numpy()
+    return np.argsort(-lengths, kind="stable")
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

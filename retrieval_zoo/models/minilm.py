@@ -39,7 +39,7 @@ from torch import nn
 
 from retrieval_zoo.data import text
 from retrieval_zoo.models.base import TwoTowerModel
-from retrieval_zoo.models.components import l2_normalize, masked_mean
+from retrieval_zoo.models.components import l2_normalize, longest_first, masked_mean
 
 
 class FieldPassThrough(nn.Module):
@@ -129,8 +129,7 @@ class MiniLMFineTuned(TwoTowerModel):
         about its own length: the shared tower re-encodes the whole catalogue at every validation and test."""
         if not isinstance(self.item_tower, MiniLMEncoder):
             return None  # frozen items: cached vectors, nothing to pad
-        lengths = (catalog.tensors["item_tokens"] != text.PAD_ID).sum(1).numpy()
-        return np.argsort(-lengths, kind="stable")
+        return longest_first(catalog.tensors["item_tokens"], text.PAD_ID)
 
 
 def freeze_lower_layers(bert: nn.Module, trainable_layers: int | None) -> None:

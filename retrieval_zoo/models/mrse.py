@@ -75,12 +75,19 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from retrieval_zoo.models.base import TwoTowerModel
-from retrieval_zoo.models.components import PretrainedStart, TokenEmbedding, l2_normalize, masked_mean
+from retrieval_zoo.models.components import (
+    PretrainedStart,
+    TokenEmbedding,
+    l2_normalize,
+    longest_first,
+    masked_mean,
+)
 from retrieval_zoo.models.image_features import ImageEncoderSpec, cached_image_features
 from retrieval_zoo.models.layers import (
     PositionalTransformer,
@@ -411,6 +418,12 @@ class MRSE(TwoTowerModel):
         if "item_image_features" in catalog.tensors:
             self.has_image = True
             self.image_adaptor = ImageAdaptor(catalog.tensors["item_image_features"], self.width)
+
+    def catalogue_order(self, catalog) -> np.ndarray:
+        """Longest item texts first: the light BERTs trim each batch to its longest text, and on Icecat, whose
+        texts run 12 to 64 tokens, catalogue order pads 2.3x the tokens this order does (every check encodes the
+        catalogue)."""
+        return longest_first(catalog.tensors["item_tokens"])
 
     # -- the towers: the shared parts run here, each tower's own parts in it ---------------------------------
     def encode_queries(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
