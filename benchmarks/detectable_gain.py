@@ -35,25 +35,22 @@ def detectable_gain(differences: np.ndarray, alpha: float) -> float:
     return float(stats.t.ppf(1 - alpha / 2, n - 1) * np.std(differences, ddof=1) / np.sqrt(n))
 
 
-def paired_values(run_dir: Path, reference_dir: Path, metric: str) -> pl.DataFrame:
-    """unit_id, value, value_ref: the two runs' per-query ``metric`` on the queries both were scored on."""
-    def values(folder: Path) -> pl.DataFrame:
-        return (pl.read_parquet(folder / "per_query.parquet").filter(pl.col("metric") == metric)
-                .select("unit_id", "value"))
+def paired_differences(run: pl.DataFrame, reference: pl.DataFrame, metric: str) -> np.ndarray:
+    """Per query (in unit order), the run's ``metric`` minus the reference's, on the queries both were scored on."""
+    def values(per_query: pl.DataFrame) -> pl.DataFrame:
+        return per_query.filter(pl.col("metric") == metric).select("unit_id", "value")
 
-    return values(run_dir).join(values(reference_dir), on="unit_id", suffix="_ref").sort("unit_id")
+    pairs = values(run).join(values(reference), on="unit_id", suffix="_ref").sort("unit_id")
+    return (pairs["value"] - pairs["value_ref"]).to_numpy()
 
 
 def run_row(run_dir: Path, reference_dir: Path, metric: str, alpha: float) -> dict:
-    pairs = paired_values(run_dir, reference_dir, metric)
-    differences = (pairs["value"] - pairs["value_ref"]).to_numpy()
-    per_query = [pl.read_parquet(folder / "per_query.parquet") for folder in (run_dir, reference_dir)]
-    p_value = per_query_p_value(*per_query, metric)
-    needed = detectable_gain(differences, alpha)
-    mean = float(differences.mean())
-    return {"run": "/".join(run_dir.parts[-3:]), "queries": len(differences), "mean gain": mean,
+    run, reference = (pl.read_parquet(folder / "per_query.parquet") for folder in (run_dir, reference_dir))
+    differences = paired_differences(run, reference, metric)
+    p_value = per_query_p_value(run, reference, metric)
+    return {"run": "/".join(run_dir.parts[-3:]), "queries": len(differences), "mean gain": float(differences.mean()),
             "sd of the per-query differences": float(np.std(differences, ddof=1)), "p": p_value,
-            f"gain needed for p < {alpha:g}": needed,
+            f"gain needed for p < {alpha:g}": detectable_gain(differences, alpha),
             "separable": "yes" if p_value < alpha else "no"}
 
 

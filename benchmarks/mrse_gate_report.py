@@ -1,12 +1,13 @@
 """Is MRSE's expert gate decorative? Average expert weights per query group, per user type and per item kind.
 
-Trains MRSE on simshop the way the board does (``runner.run_benchmark``: the YAML config, model selection on
-valid, the kept state; into a scratch results folder, so the board is untouched) or loads a state dict given with
-``--checkpoint`` (a board run folder's ``model.pt``, or a file an earlier call saved), then averages the gate's per-input expert weights (VBert / FtAtt / Light-BERT) over the test
-searches, split by query group (broad / text_attr / image_attr) and by the searching user's type (users.parquet:
-visual or textual, from visual_reliance >= 0.5), and over the catalogue, split by whether a product's colour and
-style appear only in its image. Writes results/mrse_gate_weights.csv (mean and per-input standard deviation of
-each expert's weight) and a bar chart next to it.
+Trains MRSE on simshop the way the board does (``runner.run_benchmark``: the YAML config, model selection on valid,
+the kept state; into a scratch results folder, so the board is untouched) or loads a state dict given with
+``--checkpoint`` (a board run folder's ``model.pt``, or a file an earlier call saved), then averages the gate's
+per-input expert weights (VBert / FtAtt / Light-BERT) over the test searches, split by query group (broad /
+text_attr / image_attr) and by the searching user's type (users.parquet: visual or textual, from visual_reliance >=
+0.5), and over the catalogue, split by whether a product's colour and style appear only in its image. Writes
+results/mrse_gate_weights.csv (mean and per-input standard deviation of each expert's weight) and a bar chart next
+to it.
 
     python benchmarks/mrse_gate_report.py                      # trains (about 10 minutes on 2 CPU cores)
     python benchmarks/mrse_gate_report.py --checkpoint results/mrse_simshop.pt   # trains once, then reuses
