@@ -136,28 +136,29 @@ def padded_tokens(ids: torch.Tensor, order: np.ndarray, batch_size: int) -> int:
 
 def print_order_rates(module, batch_size: int) -> None:
     """Catalogue order, then the model's own order, each twice: items/s, ratio, padded tokens, vector distance."""
-    own_order = module.model.catalogue_order
-    ordered = own_order(module.catalog)
+    ordered = module.model.catalogue_order(module.catalog)
     if ordered is None:
         raise SystemExit(f"error: {module.name} encodes in catalogue order already (no catalogue_order of its own)")
     ids = module.catalog.tensors["item_tokens"]
     module.encode_catalog(batch_size=batch_size, progress=False)  # warm-up, untimed: the first pass is slower
     reference, base_rate = None, None
-    for label, order in (("catalogue order", None), ("model's order", ordered)):
-        module.model.catalogue_order = lambda catalog, order=order: order
-        rows = np.arange(len(ids)) if order is None else order
-        rates = []
-        for repeat in (1, 2):
-            vectors, seconds, _, _ = timed_encoding(
-                lambda size: module.encode_catalog(batch_size=size, progress=False), batch_size)
-            reference = vectors if reference is None else reference
-            rates.append(len(vectors) / seconds)
-            print(f"{label:>15} #{repeat}: {rates[-1]:>10,.0f} items/s  padded tokens "
-                  f"{padded_tokens(ids, rows, batch_size):>10,}  max |diff| "
-                  f"{float(np.abs(vectors - reference).max()):.1e}")
-        base_rate = base_rate or float(np.mean(rates))
-        print(f"{label:>15}: {np.mean(rates):,.0f} items/s, x{np.mean(rates) / base_rate:.2f} vs catalogue order")
-    module.model.catalogue_order = own_order
+    try:
+        for label, order in (("catalogue order", None), ("model's order", ordered)):
+            module.model.catalogue_order = lambda catalog, order=order: order  # shadows the method for this pass
+            rows = np.arange(len(ids)) if order is None else order
+            rates = []
+            for repeat in (1, 2):
+                vectors, seconds, _, _ = timed_encoding(
+                    lambda size: module.encode_catalog(batch_size=size, progress=False), batch_size)
+                reference = vectors if reference is None else reference
+                rates.append(len(vectors) / seconds)
+                print(f"{label:>15} #{repeat}: {rates[-1]:>10,.0f} items/s  padded tokens "
+                      f"{padded_tokens(ids, rows, batch_size):>10,}  max |diff| "
+                      f"{float(np.abs(vectors - reference).max()):.1e}")
+            base_rate = base_rate or float(np.mean(rates))
+            print(f"{label:>15}: {np.mean(rates):,.0f} items/s, x{np.mean(rates) / base_rate:.2f} vs catalogue order")
+    finally:
+        del module.model.catalogue_order  # the class's method again, also after an interrupted pass
 
 
 if __name__ == "__main__":
