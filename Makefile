@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install bench leaderboard claims mechanisms scale data test lint perf clean
+.PHONY: install bench leaderboard title-only claims mechanisms scale data test lint perf clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ bench: install
 
 leaderboard: install
 	$(PY) -m retrieval_zoo leaderboard $(ARGS)
+
+# the Icecat cross-validation with title-only item text, on its own board (benchmarks/title_only.yaml)
+title-only: install
+	$(PY) -m retrieval_zoo leaderboard --plan benchmarks/title_only.yaml --results results/title_only $(ARGS)
 
 claims: install
 	$(PY) -m retrieval_zoo claims

@@ -91,11 +91,14 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=REPO / "results")
     args = parser.parse_args()
     frame = report(args.results, args.dataset, args.variant, args.reference, args.metric, args.alpha)
+    results = args.results.resolve()
+    shown = results.relative_to(REPO) if results.is_relative_to(REPO) else results
+    elsewhere = "" if results == REPO / "results" else f" --results {shown}"  # the command reruns as written
     header = [f"# Detectable gains: {args.dataset}, `{args.variant}` variants vs `{args.reference}`, {args.metric}",
               "", "Per run: the mean per-query difference against the reference, its sd, ranx's paired t-test p and",
               f"the smallest mean gain that test separates at p < {args.alpha:g} with that sd. Written by",
               f"`python benchmarks/detectable_gain.py --dataset {args.dataset} --variant {args.variant} "
-              f"--reference {args.reference} --metric {args.metric}`.", ""]
+              f"--reference {args.reference} --metric {args.metric}{elsewhere}`.", ""]
     text = markdown(frame, header)
     out = args.results / f"detectable_gain_{args.dataset}.md"
     atomic_files.write_text(out, text + "\n")

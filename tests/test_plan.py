@@ -4,15 +4,20 @@ plans end to end."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 import yaml
 
 from retrieval_zoo import runner
 from retrieval_zoo.data import registry
+from retrieval_zoo.data.features import compose_item_texts
 from retrieval_zoo.models.registry import load_config
 from retrieval_zoo.plan import finished_runs, read_plan, run_plan
 from retrieval_zoo.reports import RECIPE
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_a_plan_needs_datasets(tmp_path):
@@ -115,3 +120,31 @@ def test_finished_runs_reads_old_rows_from_their_saved_config(tmp_path):
     assert made == {("bm25", "default", 0): runner.config_hash(config, "f" * 64), ("bm25", "default", 2): "abc"}
     assert finished_runs(tmp_path, "other", "f" * 64) == {}
     assert finished_runs(tmp_path / "nothing", "toy", "f" * 64) == {}
+
+
+SHIPPED_PLANS = ["benchmarks/leaderboard.yaml", "benchmarks/title_only.yaml"]
+
+
+@pytest.mark.parametrize("plan_file", SHIPPED_PLANS)
+def test_every_run_of_a_shipped_plan_builds_its_config(plan_file):
+    """A mistyped override or variant would otherwise fail hours into `make leaderboard` / `make title-only`."""
+    plan = read_plan(REPO / plan_file)
+    for runs in plan["datasets"].values():
+        for run in runs:
+            config = load_config(run["model"], run.get("variant"), run.get("set"))
+            assert config["name"] == run["model"]
+
+
+def test_the_title_only_plan_gives_every_model_the_title_alone():
+    products = pl.DataFrame({"title": ["Acme USB-C cable 2 m"], "brand": ["Belkin"],
+                             "category": ["Computers > Cables"], "description": ["Braided nylon, fast charging."],
+                             "bullets": [""], "color": ["black"]})
+    plan = read_plan(REPO / "benchmarks/title_only.yaml")
+    runs = plan["datasets"]["icecat"]
+    assert {run["model"] for run in runs} >= {"bm25", "minilm_zeroshot", "light_two_tower", "mgdspr", "mmse", "mrse"}
+    for run in runs:
+        budgets = load_config(run["model"], run.get("variant"), run.get("set"))["data"]["features"]["item_text"]
+        assert compose_item_texts(products, budgets) == ["Acme USB-C cable 2 m"], run
+    # the board's default composes more, so the plan's overrides are what make the difference
+    assert compose_item_texts(products, load_config("bm25")["data"]["features"]["item_text"]) != [
+        "Acme USB-C cable 2 m"]
