@@ -90,3 +90,21 @@ def test_a_pretrained_start_runs_end_to_end_on_another_encoder(tiny_encoder, tmp
     [plain] = run_benchmark("light_two_tower", "simshop-tiny", overrides=overrides[:3], results_dir=tmp_path,
                             wandb="disabled", progress=False, print_table=False)
     assert plain.row()["encoder"] is None  # no pretrained start: the row names no encoder
+
+
+# -- the loss scale of a pretrained start ---------------------------------------------------------------------
+@pytest.mark.parametrize("model", ["light_two_tower", "mgdspr", "mmse", "mrse"])
+def test_each_pretrained_variants_softmax_is_sharp_on_its_unit_vector_start(model):
+    """A pretrained start scores with MiniLM's unit vectors, so logits are cosines in [-1, 1]. At the shipped loss
+    temperature a batch the start already separates perfectly (each query's positive at cosine 1, the other 255 at
+    0) must cost little: at MGDSPR's paper tau = 2, chosen for unnormalised from-scratch vectors, it costs ~log(256)
+    and the softmax weighs a hard negative about as much as an easy one."""
+    import math
+
+    from retrieval_zoo.losses import build_loss
+    from retrieval_zoo.losses.softmax import softmax_cross_entropy
+    from retrieval_zoo.models.registry import load_config
+
+    loss = build_loss(**load_config(model, variant="pretrained")["loss"])
+    separated = softmax_cross_entropy(torch.eye(256), torch.arange(256), loss.temperature)
+    assert separated < 0.1 * math.log(256), (model, loss.temperature, float(separated))
