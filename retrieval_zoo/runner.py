@@ -485,7 +485,7 @@ def data_settings(section: dict[str, Any], encoder: str | None = None) -> DataSe
 def _dense_search(module: RetrievalModule, datamodule: RetrievalDataModule, test: np.ndarray,
                   config: dict[str, Any], seed: int, loggers: list, progress: bool, k: int):
     module.attach(datamodule)
-    trainer_config = dict(config["trainer"])
+    trainer_config = _without_empty_valid_loss(dict(config["trainer"]), datamodule)
     fit_seconds, trainer, selection, selected_catalogue = 0.0, None, None, None
     if module.model.trainable and trainer_config.get("max_steps", -1) != 0:
         with tempfile.TemporaryDirectory(prefix="rz-checkpoints-") as checkpoints:
@@ -613,6 +613,17 @@ def index_retriever(retriever, datamodule: RetrievalDataModule, config: dict[str
     return {"validation_seconds": round(time.perf_counter() - started, 2),
             "item_text_choice": text_choice_name(retriever.item_text_change),
             f"item_text_valid_{settings.monitor}": ", ".join(f"{c.name} {c.score:.4f}" for c in tried)}
+
+
+def _without_empty_valid_loss(trainer_config: dict[str, Any], datamodule: RetrievalDataModule) -> dict[str, Any]:
+    """``trainer_config`` with the valid-loss batches (``limit_val_batches``) turned off, and a line saying so, when
+    the valid split has no positive pairs to compute that loss on (Lightning would only warn that a list is empty)."""
+    if trainer_config.get("limit_val_batches") and len(datamodule.valid_pairs[0]) == 0:
+        print(f"trainer.limit_val_batches={trainer_config['limit_val_batches']} skipped: the valid split of "
+              f"'{datamodule.dataset.name}' has no positive pairs to compute the valid loss on (selection by the "
+              "retrieval metric is unaffected)", file=sys.stderr, flush=True)
+        trainer_config["limit_val_batches"] = 0
+    return trainer_config
 
 
 def _trainer(trainer_config: dict[str, Any], loggers: list, progress: bool,
