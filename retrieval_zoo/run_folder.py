@@ -52,6 +52,9 @@ def versions() -> dict[str, str]:
             continue
     found["python"] = platform.python_version()
     found["faiss_compile"] = faiss.get_compile_options()
+    # CPU float reductions split by thread count: a rerun at another count moves scores by ~1e-8 (Icecat
+    # mmse/pretrained at 1 vs 2 threads: every score, no metric), enough to reorder an exact near-tie
+    found["torch_threads"] = str(torch.get_num_threads())
     return found
 
 

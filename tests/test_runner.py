@@ -7,6 +7,7 @@ import math
 
 import polars as pl
 import pytest
+import torch
 
 import retrieval_zoo as rz
 from retrieval_zoo.data.features import compose_item_texts, without_unread_text
@@ -36,6 +37,7 @@ def test_every_model_runs_end_to_end(model, tiny, tmp_path):
         assert (result.run_dir / name).exists(), name
     meta = json.loads((result.run_dir / "meta.json").read_text())
     assert meta["seed"] == 0 and "torch" in meta["versions"]
+    assert meta["versions"]["torch_threads"] == str(torch.get_num_threads())  # scores' last bits depend on it
     timings = json.loads((result.run_dir / "timings.json").read_text())
     stages = ["load", "features", "index", "search", "metrics"]
     stages += [] if model == "bm25" else ["encode", "query_encode"]  # bm25 has no dense encoding
