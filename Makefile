@@ -11,15 +11,23 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install bench leaderboard title-only claims mechanisms scale data test lint perf clean
+.PHONY: install lock bench leaderboard title-only claims mechanisms scale data test lint perf clean
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every package to its version in the environment that made the latest board rows, so a rerun
+# gets the same numerics (pyproject.toml's dependencies are ranges; a newer release can move scores' last bits)
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
+
+# rewrite constraints.txt from the installed environment (after a deliberate upgrade; rerun the boards after it)
+lock: install
+	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	touch $(VENV)/.installed
 
 bench: install
 	$(PY) -m retrieval_zoo bench --model $(MODEL) --dataset $(DATASET) --seeds $(SEEDS) $(if $(VARIANT),--variant $(VARIANT)) $(ARGS)
