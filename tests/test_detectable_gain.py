@@ -54,3 +54,21 @@ def test_a_run_without_its_reference_seed_is_a_clear_error(gain, tmp_path):
     save_run(tmp_path, "icecat", "mrse", "pretrained", np.linspace(0, 1, 10))
     with pytest.raises(SystemExit, match="no saved scores of minilm_zeroshot/default seed0"):
         gain.report(tmp_path, "icecat", "pretrained", "minilm_zeroshot/default", "ndcg@10", 0.01)
+
+
+def test_the_report_names_the_query_that_carries_the_mean(gain, tmp_path):
+    reference = np.full(50, 0.9)
+    run = reference + 0.01  # every query gains a little ...
+    run[7] = 0.0  # ... but one loses everything, and flips the mean's sign
+    save_run(tmp_path, "icecat", "minilm_zeroshot", "default", reference)
+    save_run(tmp_path, "icecat", "mgdspr", "pretrained", run)
+    [row] = gain.report(tmp_path, "icecat", "pretrained", "minilm_zeroshot/default", "ndcg@10", 0.01).iter_rows(
+        named=True)
+    assert row["mean gain"] < 0 and row["better / worse"] == "49 / 1"
+    assert row["largest single query"] == "q007 (-0.9000)"
+    assert row["mean gain without it"] == pytest.approx(0.01)
+
+
+def test_reports_of_other_metrics_get_their_own_file(gain):
+    assert gain.report_name("icecat", "ndcg@10") == "detectable_gain_icecat.md"
+    assert gain.report_name("icecat", "recall@100") == "detectable_gain_icecat_recall@100.md"
