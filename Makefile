@@ -63,6 +63,7 @@ perf: install
 	$(PY) benchmarks/encode_batch.py --model mrse
 	$(PY) benchmarks/encode_batch.py --sentence --model light_two_tower --dataset icecat
 	$(PY) benchmarks/encode_batch.py --order --model mrse --variant pretrained --dataset icecat
+	$(PY) benchmarks/encode_batch.py --order --model mmse --variant pretrained --dataset icecat
 
 clean:
 	rm -rf $(VENV) results/runs .pytest_cache

@@ -16,9 +16,9 @@ same faults at 256 (attention scores and the feed-forward blocks pass 32 MiB), n
     python benchmarks/encode_batch.py --model mrse --dataset esci:path=/tmp/esci120k/raw [--sizes 1024 256 128]
     python benchmarks/encode_batch.py --sentence --model light_two_tower --dataset icecat [--texts 2000]
 
-``--order`` times the model's own catalogue order (``catalogue_order``: MRSE's and the shared MiniLM tower's
-longest texts first) against catalogue order at the shipped batch size, with the padded tokens each encodes:
-a tower that trims each batch to its longest text pads less when texts of a length are batched together.
+``--order`` times the model's own catalogue order (``catalogue_order``: MRSE's, MMSE's and the shared MiniLM
+tower's longest texts first) against catalogue order at the shipped batch size, with the padded tokens each
+encodes: a tower that trims each batch to its longest text pads less when texts of a length are batched together.
 
     python benchmarks/encode_batch.py --order --model mrse --variant pretrained --dataset icecat
 """

@@ -79,6 +79,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -89,6 +90,7 @@ from retrieval_zoo.models.components import (
     SentenceAdapter,
     TokenEmbedding,
     l2_normalize,
+    longest_first,
     masked_mean,
     padding_mask,
 )
@@ -321,6 +323,7 @@ class MMSE(TwoTowerModel):
         else:
             self.query_tower = PostFusionQueryTower(query_features, config)
         self.item_tower = ItemTower(item_features, config)
+        self.items_read_tokens = item_needs["tokens"]
         self.required_fields = {"stages"} | self._fields(heads, item_inputs)
 
     @staticmethod
@@ -345,6 +348,12 @@ class MMSE(TwoTowerModel):
                  "sentence": {"query_sentence"}}
         item = {"hashed": {"item_hashed"}, "subword": {"item_text"}, "sentence": {"item_sentence"}}
         return set().union(*(query[h] for h in heads), *(item[i] for i in item_inputs))
+
+    def catalogue_order(self, catalog) -> np.ndarray | None:
+        """Longest item texts first where the item tower reads WordPiece tokens: each batch is trimmed to its
+        longest text, and the pretrained table's projection runs on every kept position (Icecat's texts run 12 to
+        64 tokens). The vectors are bitwise those of catalogue order (tests/models/test_mmse.py)."""
+        return longest_first(catalog.tensors["item_tokens"]) if self.items_read_tokens else None
 
     def query_head_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Each head's own L2-normalised query vector [B, H, d] (``single_head``: its one vector, H = 1)."""
