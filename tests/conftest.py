@@ -102,3 +102,18 @@ def tiny_encoder(tmp_path_factory) -> Path:
 def save_encoder():
     """``save_tiny_encoder`` itself, for a test that needs a second encoder."""
     return save_tiny_encoder
+
+
+@pytest.fixture(scope="session")
+def check_longest_first():
+    """A check that an attached model's ``catalogue_order`` puts the longest item texts first: a permutation of the
+    catalogue, lengths never rising, over texts of several lengths (else any order would pass)."""
+    import numpy as np
+
+    def check(module) -> None:
+        order = module.model.catalogue_order(module.catalog)
+        lengths = (module.catalog.tensors["item_tokens"] != 0).sum(1).numpy()
+        assert len(set(lengths.tolist())) > 1
+        assert sorted(order.tolist()) == list(range(len(lengths))) and (np.diff(lengths[order]) <= 0).all()
+
+    return check

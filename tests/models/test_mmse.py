@@ -200,27 +200,21 @@ def test_the_heads_own_loss_reads_the_fine_tuned_query_side(tiny_encoder):
 
 
 @pytest.mark.parametrize("variant", ["default", "pretrained"])
-def test_the_catalogue_is_encoded_longest_first_with_the_vectors_of_catalogue_order(variant, label_dataset):
+def test_the_catalogue_is_encoded_longest_first_with_the_vectors_of_catalogue_order(variant, label_dataset, check_longest_first):
     """Only speed depends on the order (each batch is trimmed to its longest text), so the board's rows stand
     unchanged: the vectors must be bitwise equal, not merely close, at the shipped configs and a trained state."""
-    from retrieval_zoo.data.datamodule import RetrievalDataModule
-    from retrieval_zoo.data.features import fields_to_build
-    from retrieval_zoo.runner import data_settings
+    from retrieval_zoo.runner import data_module_for
 
     config = load_config("mmse", None if variant == "default" else variant, [])
     module = build_model(config)
-    fields = fields_to_build(label_dataset, module.required_fields, module.optional_fields, "mmse")
-    datamodule = RetrievalDataModule(label_dataset, fields, data_settings(config["data"]))
+    datamodule = data_module_for(config, label_dataset, module, seed=0)
     datamodule.setup()
     module.attach(datamodule)
     torch.manual_seed(0)
     with torch.no_grad():  # a trained state: at the start the pretrained item vector is the sentence vector alone
         for parameter in module.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
-    order = module.model.catalogue_order(module.catalog)
-    lengths = (module.catalog.tensors["item_tokens"] != 0).sum(1).numpy()
-    assert len(set(lengths.tolist())) > 1  # texts of several lengths, so the order is not the identity
-    assert sorted(order.tolist()) == list(range(len(lengths))) and (np.diff(lengths[order]) <= 0).all()
+    check_longest_first(module)
     by_length = module.encode_catalog(batch_size=16, progress=False)
     module.model.catalogue_order = lambda catalog: None  # the same model, catalogue order
     np.testing.assert_array_equal(by_length, module.encode_catalog(batch_size=16, progress=False))

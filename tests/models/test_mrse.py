@@ -275,22 +275,17 @@ def test_precomputed_image_features_are_used_as_they_are(tmp_path, label_dataset
     assert result.costs["image_source"] == "precomputed"
 
 
-def test_the_catalogue_is_encoded_longest_first_and_returned_in_catalogue_order(label_dataset):
+def test_the_catalogue_is_encoded_longest_first_and_returned_in_catalogue_order(label_dataset, check_longest_first):
     """Only speed depends on the order: the light BERTs trim each batch to its longest text."""
-    from retrieval_zoo.data.features import fields_to_build
     from retrieval_zoo.models import build_model, load_config
-    from retrieval_zoo.runner import data_settings
+    from retrieval_zoo.runner import data_module_for
 
     config = load_config("mrse", "pretrained", [])  # the variant Icecat runs, at its shipped sizes
     module = build_model(config)
-    fields = fields_to_build(label_dataset, module.required_fields, module.optional_fields, "mrse")
-    datamodule = RetrievalDataModule(label_dataset, fields, data_settings(config["data"]))
+    datamodule = data_module_for(config, label_dataset, module, seed=0)
     datamodule.setup()
     module.attach(datamodule)
-    order = module.model.catalogue_order(module.catalog)
-    lengths = (module.catalog.tensors["item_tokens"] != 0).sum(1).numpy()
-    assert len(set(lengths.tolist())) > 1  # texts of several lengths, so the order is not the identity
-    assert sorted(order.tolist()) == list(range(len(lengths))) and (np.diff(lengths[order]) <= 0).all()
+    check_longest_first(module)
     by_length = module.encode_catalog(batch_size=8, progress=False)
     module.model.catalogue_order = lambda catalog: None  # the same model, catalogue order
     in_order = module.encode_catalog(batch_size=8, progress=False)
