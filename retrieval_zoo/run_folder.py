@@ -43,7 +43,8 @@ def versions() -> dict[str, str]:
 
     import faiss
 
-    names = ["torch", "pytorch-lightning", "faiss-cpu", "ranx", "polars", "sentence-transformers", "open_clip_torch"]
+    names = ["torch", "pytorch-lightning", "faiss-cpu", "ranx", "polars", "sentence-transformers", "open_clip_torch",
+             "transformers", "tokenizers", "numpy", "bm25s"]
     found = {}
     for package in names:
         try:

@@ -141,7 +141,8 @@ def test_git_keeps_the_score_files_of_a_run_folder_and_ignores_the_rest():
 
     root = Path(__file__).resolve().parents[1]
     folder = "results/runs/simshop/mmse/default/seed0"
-    for name, ignored in [*((n, False) for n in SCORE_FILES), ("run.parquet", True), ("run.trec", True),
+    kept = [*SCORE_FILES, "meta.json"]  # meta.json: the versions and threads a differing rerun is traced to
+    for name, ignored in [*((n, False) for n in kept), ("run.parquet", True), ("run.trec", True),
                           ("qrels.parquet", True), ("model.pt", True)]:
         check = subprocess.run(["git", "check-ignore", "-q", f"{folder}/{name}"], cwd=root, check=False)
         assert (check.returncode == 0) == ignored, name
