@@ -323,7 +323,6 @@ class MMSE(TwoTowerModel):
         else:
             self.query_tower = PostFusionQueryTower(query_features, config)
         self.item_tower = ItemTower(item_features, config)
-        self.items_read_tokens = item_needs["tokens"]
         self.required_fields = {"stages"} | self._fields(heads, item_inputs)
 
     @staticmethod
@@ -353,7 +352,7 @@ class MMSE(TwoTowerModel):
         """Longest item texts first where the item tower reads WordPiece tokens: each batch is trimmed to its
         longest text, and the pretrained table's projection runs on every kept position (Icecat's texts run 12 to
         64 tokens). The vectors are bitwise those of catalogue order (tests/models/test_mmse.py)."""
-        return longest_first(catalog.tensors["item_tokens"]) if self.items_read_tokens else None
+        return longest_first(catalog.tensors["item_tokens"]) if "subword" in self.item_tower.inputs else None
 
     def query_head_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Each head's own L2-normalised query vector [B, H, d] (``single_head``: its one vector, H = 1)."""
