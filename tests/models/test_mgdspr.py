@@ -196,7 +196,8 @@ def test_residual_fusion_adds_the_fusion_output_to_the_sum_rows(tiny, batch):
 # -- configuration ------------------------------------------------------------------------------------------
 def test_variants_resolve_and_the_ladder_is_ordered():
     assert list_variants("mgdspr") == ["default", "base", "mgs", "behaviour", "fusion", "tau", "no_user",
-                                       "residual_fusion", "residual_fusion_no_user", "pretrained"]
+                                       "residual_fusion", "residual_fusion_no_user", "pretrained",
+                                       "pretrained_no_mix"]
     switches = ("multi_granular", "behaviour", "fusion")
     ladder = []
     for variant in ("base", "mgs", "behaviour", "fusion", "tau", "default"):
@@ -213,6 +214,14 @@ def test_variants_resolve_and_the_ladder_is_ordered():
     assert (features["realtime_length"], features["short_term_length"], features["long_term_length"]) == (50, 100, 100)
     pretrained = load_config("mgdspr", "pretrained")["model"]
     assert pretrained["pretrained_subwords"] and pretrained["pretrained_sentence"]
+
+
+def test_the_no_mix_ablation_is_the_pretrained_variant_without_the_mixed_negatives_alone():
+    with_mix, without = load_config("mgdspr", "pretrained"), load_config("mgdspr", "pretrained_no_mix")
+    assert with_mix["loss"]["hard_fraction"] > 0 and without["loss"]["hard_fraction"] == 0
+    for config in (with_mix, without):
+        del config["loss"]["hard_fraction"], config["variant"]
+    assert without == with_mix
 
 
 def test_config_class_has_one_field_per_yaml_key_and_is_checked_at_load():
