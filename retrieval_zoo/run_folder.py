@@ -83,7 +83,7 @@ def is_timing(key: str) -> bool:
 def write_run_folder(result: RunResult, dataset: ProductSearchDataset, folder: Path, run: pl.DataFrame,
                per_query: pl.DataFrame, units: pl.DataFrame, targets, valid_curve: pl.DataFrame | None) -> None:
     """Everything of the run in ``folder`` (its staging place; ``store.commit`` moves it to ``result.run_dir``)."""
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)  # the folds' weights may be there already (write_model_state)
     (folder / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
     # in the config's own order: some orders mean something (data.features.item_text composes in key order), and a
     # reloaded model (serving.py) must rebuild its inputs exactly
@@ -136,14 +136,12 @@ def selected_state(module: RetrievalModule) -> dict[str, torch.Tensor]:
     return {name: on_cpu(tensor) for name, tensor in module.state_dict().items()}
 
 
-def write_model_states(states: list[dict[str, torch.Tensor] | None], cross_validated: bool, folder: Path) -> None:
-    """The selected state of each trained model (one per fold under cross-validation) as ``torch.save`` of the
-    RetrievalModule's ``state_dict`` (the model's and the loss's weights; what ``prepare`` derives from the data
-    is rebuilt on load). Retrievers without weights (BM25) write none: their index is rebuilt from the catalogue."""
-    for fold, state in enumerate(states):
-        if state is None:
-            continue
-        # streamed to an open file, not a path: the archive's inner folder name is then torch's fixed one for
-        # file objects (the bytes reproducible), and no in-memory copy of the weights is made
-        with open(folder / model_state_file(fold if cross_validated else None), "wb") as file:
-            torch.save(state, file)
+def write_model_state(state: dict[str, torch.Tensor], fold: int | None, folder: Path) -> None:
+    """The selected state of one trained model (``fold``: its fold under cross-validation, else None) as
+    ``torch.save`` of the RetrievalModule's ``state_dict`` (the model's and the loss's weights; what ``prepare``
+    derives from the data is rebuilt on load). Retrievers without weights (BM25) have none to write."""
+    folder.mkdir(parents=True, exist_ok=True)
+    # streamed to an open file, not a path: the archive's inner folder name is then torch's fixed one for
+    # file objects (the bytes reproducible), and no in-memory copy of the weights is made
+    with open(folder / model_state_file(fold), "wb") as file:
+        torch.save(state, file)
