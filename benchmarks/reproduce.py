@@ -6,7 +6,11 @@ Two uses:
   on simshop-tiny (the shapes and code paths of the real runs at test sizes). Save before a refactor, check
   after: a refactor that keeps results must reproduce every metric to 1e-6.
 - ``--rows icecat:bm25/default,icecat:mmse/default``: rerun committed leaderboard rows (seed 0, the plan's
-  settings) and compare with their row on ``results/leaderboard.csv``.
+  settings) and compare with their row on ``results/leaderboard.csv``. Each rerun is its own ``bench`` process
+  with the torch thread count the row was made with (its run folder's ``meta.json``, kept since 2026-12-07, or
+  ``--threads``): a thread count changes the order of training's sums, and after a few simshop epochs the last
+  bits reach the metrics (simshop mmse/default seed 0, made at 1 thread: rerun at 2, NDCG@10 0.93404 -> 0.93436;
+  at 1, every score file byte-identical).
 
 Prints one line per run (max |difference| over the metrics) and exits 1 if any exceeds ``--tolerance``.
 """
@@ -16,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -44,22 +50,51 @@ def tiny_runs() -> dict[str, dict[str, float]]:
     return found
 
 
-def board_rows(rows: list[str], results: Path) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def row_threads(run_folder: Path, override: int | None) -> tuple[str | None, str]:
+    """The torch thread count to rerun a row with, and where it came from (None: this machine's default)."""
+    if override:
+        return str(override), "--threads"
+    meta = run_folder / "meta.json"
+    threads = json.loads(meta.read_text()).get("versions", {}).get("torch_threads") if meta.exists() else None
+    if threads:
+        return str(threads), "the row's meta.json"
+    return None, "not recorded with the row (made before 2026-12-07): this machine's default"
+
+
+def rerun_row(spec: str, model: str, variant: str, threads: str | None, scratch: Path) -> dict[str, float]:
+    """Seed 0 of one row through ``python -m retrieval_zoo bench`` in a process of its own (thread pools are
+    sized when torch starts), its metrics read back from the scratch run folder."""
+    environment = {**os.environ, **({name: threads for name in THREAD_VARIABLES} if threads else {})}
+    subprocess.run([sys.executable, "-m", "retrieval_zoo", "bench", "--dataset", spec, "--model", model,
+                    "--variant", variant, "--results", str(scratch), "--wandb", "disabled", "--no-progress"],
+                   env=environment, check=True, stdout=subprocess.DEVNULL)
+    found = read_leaderboard(scratch).filter((pl.col("model") == model) & (pl.col("variant") == variant)
+                                             & (pl.col("seed") == 0))
+    return json.loads((scratch / found["run_dir"][0] / "metrics.json").read_text())
+
+
+def board_rows(rows: list[str], results: Path, threads: int | None = None
+               ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """(rerun, committed) metrics of ``dataset:model/variant`` rows, seed 0."""
     board = read_leaderboard(results)
     rerun, committed = {}, {}
     with tempfile.TemporaryDirectory(prefix="rz-reproduce-") as scratch:
-        for row in rows:
+        for number, row in enumerate(rows):
             dataset, _, name = row.partition(":")
             model, _, variant = name.partition("/")
+            variant = variant or "default"
             found = board.filter((pl.col("dataset") == dataset) & (pl.col("model") == model)
-                                 & (pl.col("variant") == (variant or "default")) & (pl.col("seed") == 0))
+                                 & (pl.col("variant") == variant) & (pl.col("seed") == 0))
             if not found.height:
                 raise SystemExit(f"error: no seed-0 row {row} on {results}/leaderboard.csv")
             spec = found["dataset_spec"][0] if "dataset_spec" in found.columns else dataset
-            [result] = run_benchmark(model, spec, [0], None if variant in ("", "default") else variant, None,
-                                     scratch, wandb="disabled", progress=False, print_table=False)
-            rerun[row] = {m: result.metrics[m] for m in METRICS if m in result.metrics}
+            thread_count, source = row_threads(results / found["run_dir"][0], threads)
+            print(f"{row}: rerun with {thread_count or 'default'} torch threads ({source})", flush=True)
+            metrics = rerun_row(spec, model, variant, thread_count, Path(scratch) / str(number))
+            rerun[row] = {m: metrics[m] for m in METRICS if m in metrics}
             committed[row] = {m: float(found[m][0]) for m in rerun[row] if found[m][0] is not None}
     return rerun, committed
 
@@ -86,6 +121,8 @@ def main() -> int:
     parser.add_argument("--rows", default=None, help="comma-separated dataset:model/variant board rows to rerun")
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--tolerance", type=float, default=1e-6)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of the --rows reruns (default: each row's own, from its meta.json)")
     args = parser.parse_args()
     ok = True
     if args.save or args.check:
@@ -95,7 +132,7 @@ def main() -> int:
         if args.check:
             ok &= compare(found, json.loads(args.check.read_text()), args.tolerance)
     if args.rows:
-        rerun, committed = board_rows(args.rows.split(","), args.results)
+        rerun, committed = board_rows(args.rows.split(","), args.results, args.threads)
         ok &= compare(rerun, committed, args.tolerance)
     return 0 if ok else 1
 
