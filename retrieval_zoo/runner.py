@@ -285,6 +285,7 @@ NEUTRAL_KEYS: dict[tuple[str, ...], Any] = {
     ("data", "features", "sentence_dtype"): "float32",
     ("index", "approximate_above"): None,
     ("data", "hard_negatives", "relative_margin"): None,
+    ("validation", "wise_ft_alpha"): 1.0,
 }
 NEUTRAL_WITH = {("index", "approximate_factory"): ("index", "approximate_above")}
 # Items per encoding batch changes how fast a run is, not its vectors beyond float rounding

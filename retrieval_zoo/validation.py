@@ -14,6 +14,13 @@ units' top K with faiss and scores them with ranx, exactly as the test evaluatio
 state), so a variant that starts from a pretrained model ends at or above its start on valid by construction.
 The test split is never seen by selection.
 
+``validation.wise_ft_alpha`` below 1 scores, keeps and serves each trained check as the weight-space ensemble of
+WiSE-FT (Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022): start + alpha (trained - start),
+every floating-point weight interpolated between the start and the trained state. Training itself goes on from
+the trained weights; only what a check scores (and what selection keeps) is the ensemble, so the start stays a
+candidate and the guarantee above holds for the ensembles too. At 1.0 (the default) a check scores the trained
+weights as they are.
+
 Costs: one catalogue encoding + a faiss search of at most ``validation.max_queries`` units per check (the whole
 catalogue is always searched: a shrunken catalogue would flatter every model). The test search reuses the catalogue
 vectors of the selected check (``catalogue_of``) instead of encoding the same state a second time: on a 1.2M-item
@@ -53,6 +60,7 @@ class ValidationSettings:
     max_queries: int | None = 2000
     k: int = 100
     valid_fraction: float = 0.1
+    wise_ft_alpha: float = 1.0
 
     def __post_init__(self) -> None:
         check_metrics(self.metrics)
@@ -60,6 +68,9 @@ class ValidationSettings:
             raise ValueError(f"validation.monitor '{self.monitor}' must be one of validation.metrics {self.metrics}")
         if self.every_n_epochs < 1 or self.patience < 0:
             raise ValueError("validation.every_n_epochs must be >= 1 and validation.patience >= 0")
+        if not 0.0 < self.wise_ft_alpha <= 1.0:
+            raise ValueError(f"validation.wise_ft_alpha must be in (0, 1] (1: the trained weights as they are), "
+                             f"got {self.wise_ft_alpha}")
 
     @property
     def monitor_key(self) -> str:
@@ -73,6 +84,14 @@ def valid_sample(unit_ids: list[str], indices: np.ndarray, limit: int | None) ->
         return indices
     keys = np.array([hashlib.sha256(unit_ids[i].encode()).hexdigest() for i in indices])
     return np.sort(indices[np.argsort(keys, kind="stable")[:limit]])
+
+
+def weight_space_ensemble(start: dict[str, torch.Tensor], trained: dict[str, torch.Tensor],
+                          alpha: float) -> dict[str, torch.Tensor]:
+    """WiSE-FT's weights: start + alpha (trained - start) for every floating-point tensor; the others (counters,
+    token ids) as trained."""
+    return {name: torch.lerp(start[name].to(tensor.device), tensor, alpha) if tensor.is_floating_point() else tensor
+            for name, tensor in trained.items()}
 
 
 class ValidScorer:
@@ -118,8 +137,27 @@ class RetrievalValidation(L.Callback):
         return self.checkpoint_dir / "start.ckpt"
 
     def evaluate(self, module, epoch: int | None = None) -> dict[str, float]:
-        """The valid scores of ``module`` as it is now; ``epoch`` (the check's) keeps its catalogue vectors for
-        the test search when this process may reuse them."""
+        """The valid scores of ``module`` as it is now (a trained check's WiSE-FT ensemble when
+        ``wise_ft_alpha`` < 1); ``epoch`` (the check's) keeps its catalogue vectors for the test search when this
+        process may reuse them."""
+        if epoch and self.settings.wise_ft_alpha < 1.0:
+            trained = {name: tensor.clone() for name, tensor in module.state_dict().items()}
+            module.load_state_dict(self.ensemble_of(trained))
+            try:
+                return self._evaluate(module, epoch)
+            finally:
+                module.load_state_dict(trained)  # training goes on from the trained weights, bit for bit
+        return self._evaluate(module, epoch)
+
+    def ensemble_of(self, trained: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The state a trained check scores and selection keeps: ``trained`` itself at ``wise_ft_alpha`` 1, else
+        its weight-space ensemble with the start (read back from ``start.ckpt``, as ``select_best`` reads it)."""
+        if self.settings.wise_ft_alpha >= 1.0:
+            return trained
+        start = torch.load(self.start_path, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
+        return weight_space_ensemble(start, trained, self.settings.wise_ft_alpha)
+
+    def _evaluate(self, module, epoch: int | None) -> dict[str, float]:
         started = time.perf_counter()
         was_training = module.training
         items = module.encode_catalog(batch_size=self.datamodule.settings.eval_batch_size, progress=False)
@@ -226,7 +264,8 @@ class Selection:
 
 
 def select_best(trainer: L.Trainer, module, validation: RetrievalValidation) -> Selection:
-    """Load the best state on valid into ``module``: the start or ModelCheckpoint's best (ties keep the start).
+    """Load the best state on valid into ``module``: the start or ModelCheckpoint's best (ties keep the start),
+    as its check scored it (the WiSE-FT ensemble when ``validation.wise_ft_alpha`` < 1).
 
     Scores are compared as the callback computed them (float64), not as Lightning logged them (float32).
     """
@@ -241,5 +280,7 @@ def select_best(trainer: L.Trainer, module, validation: RetrievalValidation) -> 
         if scores[trained_epoch] > scores[0]:
             best_epoch, best_path = trained_epoch, Path(checkpoint.best_model_path)
     state = torch.load(best_path, map_location=module.device, weights_only=False, mmap=True)["state_dict"]
+    if best_epoch > 0:
+        state = validation.ensemble_of(state)
     module.load_state_dict(state)  # copies into the parameters: the mapped checkpoint is dropped after
     return Selection(best_epoch, scores[best_epoch], max(scores), curve, seconds)

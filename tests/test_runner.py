@@ -163,6 +163,10 @@ def test_a_neutral_key_at_its_neutral_value_leaves_the_config_hash_as_before():
     half = {**neutral, "data": {**neutral["data"], "features": {**neutral["data"]["features"],
                                                                 "sentence_dtype": "float16"}}}
     assert len({config_hash(c, "fp") for c in (neutral, switched, half)}) == 3
+    assert config["validation"]["wise_ft_alpha"] == 1.0  # shipped at its neutral value: board rows stay current
+    without_wise_ft = {**config, "validation": {k: v for k, v in config["validation"].items() if k != "wise_ft_alpha"}}
+    ensembled = {**config, "validation": {**config["validation"], "wise_ft_alpha": 0.5}}
+    assert config_hash(config, "fp") == config_hash(without_wise_ft, "fp") != config_hash(ensembled, "fp")
 
 
 def test_the_false_negative_margin_moves_the_hash_of_label_data_rows_only():

@@ -100,9 +100,11 @@ def test_icecat_folds_select_on_an_inner_fold_never_the_test_fold(tiny):
     assert splits["split"].to_list() == [["valid"], ["train"], ["train"], ["train"], ["test"]]
 
 
-def test_the_test_search_reuses_the_selected_checks_catalogue_vectors_exactly(tiny, tmp_path, monkeypatch):
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_the_test_search_reuses_the_selected_checks_catalogue_vectors_exactly(alpha, tiny, tmp_path, monkeypatch):
     """The catalogue is encoded once per check and never again for the test search, and the test metrics are
-    those of a run that encodes the selected state afresh (the reuse switched off)."""
+    those of a run that encodes the selected state afresh (the reuse switched off): at alpha 0.5 the WiSE-FT
+    ensemble a check scored is the state selection restores, bit for bit."""
     from retrieval_zoo.models.base import RetrievalModule
     from retrieval_zoo.validation import RetrievalValidation
 
@@ -114,7 +116,7 @@ def test_the_test_search_reuses_the_selected_checks_catalogue_vectors_exactly(ti
         return encode_catalog(self, *args, **kwargs)
 
     monkeypatch.setattr(RetrievalModule, "encode_catalog", counted)
-    overrides = ["trainer.max_epochs=3", "validation.patience=3"]
+    overrides = ["trainer.max_epochs=3", "validation.patience=3", f"validation.wise_ft_alpha={alpha}"]
     [reused] = rz.run_benchmark("light_two_tower", tiny, overrides=overrides, results_dir=tmp_path / "a", **QUIET)
     assert len(encodes) == len(_curve(reused)) == 4  # the start and three epochs; none for the test search
     assert reused.costs["best_epoch"] >= 1
@@ -125,6 +127,58 @@ def test_the_test_search_reuses_the_selected_checks_catalogue_vectors_exactly(ti
     assert fresh.costs["best_epoch"] == reused.costs["best_epoch"]
     for metric, value in fresh.metrics.items():
         assert reused.metrics[metric] == value or (np.isnan(value) and np.isnan(reused.metrics[metric])), metric
+
+
+def test_weight_space_ensemble_interpolates_floating_weights_and_keeps_the_rest():
+    import torch
+
+    from retrieval_zoo.validation import weight_space_ensemble
+
+    start = {"w": torch.zeros(3), "steps": torch.tensor([0])}
+    trained = {"w": torch.tensor([1.0, -2.0, 4.0]), "steps": torch.tensor([7])}
+    mixed = weight_space_ensemble(start, trained, 0.25)
+    assert torch.equal(mixed["w"], torch.tensor([0.25, -0.5, 1.0]))
+    assert torch.equal(mixed["steps"], torch.tensor([7]))
+    assert torch.equal(weight_space_ensemble(start, trained, 1.0)["w"], trained["w"])
+
+
+def test_settings_reject_a_wise_ft_alpha_outside_zero_to_one():
+    for alpha in (0.0, 1.5, -0.5):
+        with pytest.raises(ValueError, match="wise_ft_alpha"):
+            ValidationSettings(wise_ft_alpha=alpha)
+
+
+def test_wise_ft_serves_the_ensemble_it_selected_while_training_goes_on_from_the_trained_weights(
+        tiny, tmp_path, monkeypatch):
+    """At alpha 0.5 each trained check scores start + 0.5 (trained - start); the weights training goes on from
+    are the trained ones, untouched by the check; the run folder's model is the selected check's ensemble."""
+    import torch
+
+    from retrieval_zoo.validation import RetrievalValidation, weight_space_ensemble
+
+    trained_at, after_check = {}, {}
+    evaluate = RetrievalValidation.evaluate
+
+    def watched(self, module, epoch=None):
+        trained_at[epoch] = {name: tensor.clone() for name, tensor in module.state_dict().items()}
+        scores = evaluate(self, module, epoch)
+        after_check[epoch] = {name: tensor.clone() for name, tensor in module.state_dict().items()}
+        return scores
+
+    monkeypatch.setattr(RetrievalValidation, "evaluate", watched)
+    overrides = ["trainer.max_epochs=3", "validation.patience=3", "validation.wise_ft_alpha=0.5"]
+    [result] = rz.run_benchmark("light_two_tower", tiny, overrides=overrides, results_dir=tmp_path, **QUIET)
+    assert sorted(trained_at) == [0, 1, 2, 3]
+    for epoch, state in trained_at.items():
+        assert all(torch.equal(state[name], after_check[epoch][name]) for name in state), epoch
+    best = result.costs["best_epoch"]
+    assert best >= 1  # a from-scratch tower starts at chance, so some ensemble beats it
+    expected = weight_space_ensemble(trained_at[0], trained_at[best], 0.5)
+    served = torch.load(result.run_dir / "model.pt", map_location="cpu", weights_only=False)
+    floating = [name for name, tensor in expected.items() if tensor.is_floating_point()]
+    assert any(not torch.equal(expected[name], trained_at[best][name]) for name in floating)  # not the trained
+    for name in floating:
+        assert torch.equal(served[name], expected[name]), name
 
 
 def test_only_the_checks_selection_can_still_pick_keep_their_vectors(tmp_path):
