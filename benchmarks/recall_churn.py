@@ -7,11 +7,13 @@ dataset and split, item by item: the Exact items each finds in its top K, the it
 reference's top K, not in its own) and gains, their ranks in both, and the weight of each in the mean.
 
 It reads each folder's ranked run (``run.parquet``: local, not committed; rerun the row with ``python -m
-retrieval_zoo bench`` to make it) and the judgments the runs were scored with (``qrels.parquet``). Writes
-``results/recall_churn_<dataset>_<run>.md``.
+retrieval_zoo bench`` to make it) and the judgments the runs were scored with (``qrels.parquet``). With
+``--query`` and ``--fold`` (a cross-validated run's fold that tests the query) it also lists the training queries
+of that fold whose mined hard negatives (the run's own data config) or judgments hold the query's Exact items:
+whether training was told to push them down. Writes ``results/recall_churn_<dataset>_<run>.md``.
 
     python benchmarks/recall_churn.py --run results/runs/icecat/mgdspr/pretrained/seed0 \
-        --reference results/runs/icecat/minilm_zeroshot/default/seed0 [--k 100] [--query q050]
+        --reference results/runs/icecat/minilm_zeroshot/default/seed0 [--k 100] [--query q050 --fold 0]
 """
 
 from __future__ import annotations
@@ -73,6 +75,38 @@ def moved(items: pl.DataFrame, k: int) -> pl.DataFrame:
             .sort("change", "q_id", "reference"))
 
 
+def training_pressure(run_dir: Path, doc_ids: list[str], fold: int) -> pl.DataFrame:
+    """The fold's training queries whose mined hard negatives (as the run's config mines them) or judgments hold
+    any of ``doc_ids``: ``query, doc_id, as`` ("mined negative" or "judged <label>")."""
+    import yaml
+
+    from retrieval_zoo.data.registry import load_dataset
+    from retrieval_zoo.models import build_model
+    from retrieval_zoo.runner import data_module_for, fold_view
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    dataset = load_dataset(json.loads((run_dir / "meta.json").read_text())["dataset_spec"])
+    datamodule = data_module_for(config, fold_view(dataset, fold), build_model(config), seed=0)
+    datamodule.setup()
+    return pressure(datamodule, dataset, doc_ids)
+
+
+def pressure(datamodule, dataset, doc_ids: list[str]) -> pl.DataFrame:
+    """``training_pressure`` on a set-up data module: its train units' mined lists and the dataset's judgments."""
+    units, rows = datamodule.units, {datamodule.catalog.product_ids.index(d): d for d in doc_ids}
+    found = []
+    mined = datamodule.hard_negatives
+    train = units.indices_of_split("train")
+    for unit in train if mined is not None else []:
+        for item in set(mined.of(unit).tolist()) & set(rows):
+            found.append({"query": units.texts[unit], "doc_id": rows[item], "as": "mined negative"})
+    train_queries = dataset.queries.filter(pl.col("query_id").is_in([units.query_ids[u] for u in train]))
+    judged = dataset.judgments.filter(pl.col("product_id").is_in(doc_ids)).join(train_queries, on="query_id")
+    found += [{"query": r["query"], "doc_id": r["product_id"], "as": f"judged {r['label']}"}
+              for r in judged.iter_rows(named=True)]
+    return pl.DataFrame(found, schema={"query": pl.Utf8, "doc_id": pl.Utf8, "as": pl.Utf8}).unique().sort("query")
+
+
 def markdown(frame: pl.DataFrame) -> str:
     def cell(value) -> str:
         return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
@@ -82,7 +116,7 @@ def markdown(frame: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def report(run_dir: Path, reference_dir: Path, k: int, query: str | None) -> tuple[str, dict]:
+def report(run_dir: Path, reference_dir: Path, k: int, query: str | None, fold: int | None) -> tuple[str, dict]:
     qrels = pl.read_parquet(run_dir / "qrels.parquet")
     exact = qrels.filter(pl.col("kind") == "exact").select("q_id", "doc_id")
     items = item_ranks(exact, pl.read_parquet(reference_dir / "run.parquet"), pl.read_parquet(run_dir / "run.parquet"))
@@ -97,6 +131,10 @@ def report(run_dir: Path, reference_dir: Path, k: int, query: str | None) -> tup
     if query:
         lines += ["", f"## Query {query}: its Exact items", "",
                   markdown(items.filter(pl.col("q_id") == query).sort("reference"))]
+        if fold is not None:
+            pressure = training_pressure(run_dir, items.filter(pl.col("q_id") == query)["doc_id"].to_list(), fold)
+            lines += ["", f"Fold {fold}'s training queries whose mined negatives or judgments hold them: "
+                      f"{pressure.height}", ""] + ([markdown(pressure)] if pressure.height else [])
     return "\n".join(lines) + "\n", summary
 
 
@@ -106,12 +144,16 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, required=True)
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--query", help="a query id whose Exact items are listed")
+    parser.add_argument("--fold", type=int, help="with --query: the fold testing it, whose training queries' "
+                        "mined negatives and judgments are searched for its Exact items")
     args = parser.parse_args()
     for folder in (args.run, args.reference):
         if not (folder / "run.parquet").exists():
             raise SystemExit(f"{folder} has no run.parquet; rerun the row with `python -m retrieval_zoo bench` "
                              f"(ranked runs are not committed)")
-    text, summary = report(args.run.resolve(), args.reference.resolve(), args.k, args.query)
+    if args.fold is not None and not args.query:
+        raise SystemExit("--fold needs --query (the query whose Exact items are looked up)")
+    text, summary = report(args.run.resolve(), args.reference.resolve(), args.k, args.query, args.fold)
     meta = json.loads((args.run / "meta.json").read_text()) if (args.run / "meta.json").exists() else {}
     name = "_".join(args.run.resolve().parts[-3:])
     out = REPO / "results" / f"recall_churn_{meta.get('dataset', 'run')}_{name}.md"

@@ -29,3 +29,22 @@ def test_more_items_found_can_still_lower_the_mean_over_queries(load_benchmark):
     moved = churn.moved(items, k=2)
     assert moved.select("doc_id", "change").rows() == [("b2", "gained"), ("a2", "lost")]
     assert items.filter(pl.col("doc_id") == "b4")["run"].to_list() == [None]  # never retrieved
+
+
+def test_training_pressure_finds_mined_negatives_and_judgments_of_train_queries_only(load_benchmark):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    churn = load_benchmark("recall_churn")
+    lists = {0: np.array([2, 1]), 1: np.array([0]), 2: np.array([2])}  # unit 2 is a test unit: never counted
+    units = SimpleNamespace(texts=["tv", "dvd player", "head set"], query_ids=["q0", "q1", "q2"],
+                            indices_of_split=lambda split: np.array([0, 1]))
+    datamodule = SimpleNamespace(units=units, catalog=SimpleNamespace(product_ids=["p0", "p1", "p2"]),
+                                 hard_negatives=SimpleNamespace(of=lambda unit: lists[unit]))
+    dataset = SimpleNamespace(
+        queries=pl.DataFrame({"query_id": ["q0", "q1", "q2"], "query": ["tv", "dvd player", "head set"]}),
+        judgments=pl.DataFrame({"query_id": ["q1", "q2"], "product_id": ["p2", "p2"], "label": ["I", "E"]}))
+    found = churn.pressure(datamodule, dataset, ["p2"])
+    assert found.rows() == [("dvd player", "p2", "judged I"), ("tv", "p2", "mined negative")]
+    assert churn.pressure(datamodule, dataset, ["p1"]).rows() == [("tv", "p1", "mined negative")]
