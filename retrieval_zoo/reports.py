@@ -28,7 +28,11 @@ COST_COLUMNS = ["params", "train_seconds", "train_pairs_per_s", "encode_items_pe
                 "index", "index_mb"]
 SIGNIFICANCE_ALPHA = 0.01
 SIGNIFICANCE_NOTE = (f"▲/▼: better/worse than the best baseline (by NDCG@10) at p < {SIGNIFICANCE_ALPHA} "
-                     "in every seed (ranx paired t-test over queries, seed-matched runs); ≈: not separable.")
+                     "in every seed (ranx paired t-test over queries, seed-matched runs); ≈: not separable. "
+                     "`vs top`: each row against the row with the best mean NDCG@10, zoo and baselines alike, by "
+                     f"the same test: ≈ where some shared seed cannot separate them at p < {SIGNIFICANCE_ALPHA} "
+                     "(so which of the two ranks higher is not established), below where every seed does; the "
+                     "largest p over the shared seeds in brackets.")
 
 
 GROUP_METRIC = "recall@100"  # the per-group table of each dataset section
@@ -161,6 +165,9 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
         *[_significance_marker(board, m).alias(f"sig_{m}") for m in metrics])
     table = table.join(firsts, on=["dataset", "model", "variant"], how="left")
     stale = _stale_rows(board)
+    from retrieval_zoo.significance import against_top
+
+    standing = against_top(board, results_dir, alpha=SIGNIFICANCE_ALPHA) if "ndcg@10" in metrics else {}
     seeds = sorted(set(board["seed"].to_list()))
     lines = [f"## {dataset}", "", f"Protocol: {protocol or 'see the run folders'}; seeds: {', '.join(map(str, seeds))}.",
              ""]
@@ -168,7 +175,7 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
         lines += [f"![{dataset}: {caption}]({plot.name})", ""]
     header = ["model", "variant", *metrics, *(BUDGET_COLUMNS[c] for c in budget), "params", "train pairs/s",
               "items/s", "latency ms", "index", "index MB", *(EXTRA_COST_COLUMNS[c] for c in extra),
-              *(["encoder"] if encoder else []), "config"]
+              *(["encoder"] if encoder else []), "config", *(["vs top"] if standing else [])]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.iter_rows(named=True):
         cells = [row["model"] + (" (baseline)" if row.get("baseline") == "true" else "")
@@ -179,7 +186,7 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
         cells += [_count(row.get("params")), _num(row.get("train_pairs_per_s"), 0), _num(row.get("encode_items_per_s"), 0),
                   _num(row.get("query_latency_ms"), 2), str(row.get("index") or "–"), str(row.get("index_mb") or "–"),
                   *(_num(row.get(c), 1) for c in extra), *([row.get("encoder") or "–"] if encoder else []),
-                  row.get("config") or "–"]
+                  row.get("config") or "–", *([standing.get((row["model"], row["variant"]), "–")] if standing else [])]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if stale:

@@ -114,6 +114,40 @@ def compare_with_baseline(own: SavedScores, baseline: SavedScores) -> dict[str, 
 TEST_COLUMNS = [*(f"{kind}_{m}" for m in BASELINE_METRICS for kind in ("pval", "dir")), "compared_to"]
 
 
+def against_top(board: pl.DataFrame, results_dir: Path, metric: str = "ndcg@10",
+                alpha: float = 0.01) -> dict[tuple[str, str], str]:
+    """How each (model, variant) of one dataset's board stands against the row with the best mean ``metric``,
+    from the saved per-query scores of the seeds both have (paired t-test, as every test here): ``"top"``;
+    ``"≈ (p X)"`` where some shared seed cannot separate the two at ``alpha`` (X: the largest p over the shared
+    seeds), so the ranking between them is not established; ``"below (p X)"`` where every shared seed separates
+    them; ``"–"`` without a shared seed with saved scores. Rows whose means are equal to the top's are
+    ``"≈ (p 1)"``."""
+    if metric not in board.columns or not board.height:
+        return {}
+    means = (board.group_by("model", "variant").agg(pl.col(metric).cast(pl.Float64, strict=False).mean())
+             .drop_nulls(metric).sort([metric, "model", "variant"], descending=[True, False, False]))
+    if not means.height:
+        return {}
+    top = (means["model"][0], means["variant"][0])
+    top_scores = {int(row["seed"]): load_saved_scores(run_folder(results_dir, row))
+                  for row in _runs_of(board, board["dataset"][0], "/".join(top)).iter_rows(named=True)}
+    standing = {top: "top"}
+    for model, variant in means.select("model", "variant").iter_rows():
+        if (model, variant) == top:
+            continue
+        p_values = []
+        for row in _runs_of(board, board["dataset"][0], f"{model}/{variant}").iter_rows(named=True):
+            own, best = load_saved_scores(run_folder(results_dir, row)), top_scores.get(int(row["seed"]))
+            if own is not None and best is not None:
+                p_values.append(per_query_p_value(own.per_query, best.per_query, metric))
+        if not p_values:
+            standing[(model, variant)] = "–"
+            continue
+        largest = max(1.0 if np.isnan(p) else p for p in p_values)  # equal scores: no difference at all
+        standing[(model, variant)] = f"{'≈' if largest >= alpha else 'below'} (p {largest:.2g})"
+    return standing
+
+
 def baseline_tests(board: pl.DataFrame, results_dir: Path, new_keys: set[tuple[str, str, str, int]]
                    ) -> pl.DataFrame:
     """The board with every zoo row tested against its dataset's best baseline *as the board now stands*, so the

@@ -149,3 +149,23 @@ def test_git_keeps_the_score_files_of_a_run_folder_and_ignores_the_rest():
     logs = subprocess.run(["git", "check-ignore", "-q", "results/runs/logs/simshop/mmse/default/seed0/metrics.csv"],
                           cwd=root, check=False)
     assert logs.returncode == 0
+
+
+def test_each_row_stands_against_the_top_row_by_the_paired_test_of_its_saved_scores(board_dir):
+    from retrieval_zoo.evaluation import per_query_p_value
+    from retrieval_zoo.significance import against_top, load_saved_scores
+
+    board = read_leaderboard(board_dir)
+    means = {row["model"]: float(row["ndcg@10"]) for row in board.iter_rows(named=True)}
+    top, other = sorted(means, key=means.get, reverse=True)
+    folders = {model: board_dir / "runs" / "toy" / model / "default" / "seed0" for model in means}
+    p = per_query_p_value(load_saved_scores(folders[other]).per_query, load_saved_scores(folders[top]).per_query,
+                          "ndcg@10")
+    standing = against_top(board, board_dir)
+    assert standing[(top, "default")] == "top"
+    assert standing[(other, "default")] == f"{'≈' if p >= 0.01 else 'below'} (p {p:.2g})"
+    assert against_top(board, board_dir, alpha=p / 2)[(other, "default")].startswith("≈")  # p above alpha
+    assert against_top(board, board_dir, alpha=min(1.0, p * 2))[(other, "default")].startswith("below")
+    shutil.rmtree(folders[other])
+    assert against_top(board, board_dir)[(other, "default")] == "–"  # no saved scores: not tested, not guessed
+    assert "| vs top |" in (board_dir / "leaderboard.md").read_text()
