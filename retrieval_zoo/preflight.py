@@ -34,7 +34,14 @@ def check_run_settings(config: dict[str, Any], seeds: int | list[int], metrics: 
     _check_k(config.get("eval", {}).get("k"), "eval.k", wanted)
     _check_validation(config.get("validation", {}))
     _check_index(config.get("index", {}), config.get("model", {}), catalogue_size)
+    _check_torch_threads((config.get("runtime") or {}).get("torch_threads"))
     return seed_list
+
+
+def _check_torch_threads(threads: Any) -> None:
+    if threads is not None and (not _is_int(threads) or threads < 1):
+        raise ConfigError(f"runtime.torch_threads={threads!r}: give a thread count >= 1 (e.g. --set "
+                          "runtime.torch_threads=1) or null for torch's default")
 
 
 def check_seeds(seeds: Any) -> list[int]:

@@ -17,6 +17,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -180,8 +182,9 @@ def run_benchmark(model: str, dataset: str | ProductSearchDataset = "simshop", s
         print(f"results: {line}")
     staging = store.new_staging(results_dir)
     try:
-        results = [run_once(config, data, identity, seed, results_dir, staging, wandb, progress, metrics,
-                            load_seconds) for seed in seed_list]
+        with torch_threads((config.get("runtime") or {}).get("torch_threads")):
+            results = [run_once(config, data, identity, seed, results_dir, staging, wandb, progress, metrics,
+                                load_seconds) for seed in seed_list]
         with commit_guard():  # an interrupt waits until the seeds and their board rows are in, whole
             store.commit(results_dir, staging, [r.run_dir for r in results],
                          [flat_row(r) for r in results] if update_leaderboard else [],
@@ -196,6 +199,22 @@ def run_benchmark(model: str, dataset: str | ProductSearchDataset = "simshop", s
 
         print(format_results(results))
     return results
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op thread count ``count`` while the runs train and evaluate (None: left as it is), restored
+    after, so a notebook's own setting survives. Training sums in a thread-dependent order: a row reproduces bit
+    for bit at the count it was made with (its meta.json records it), and can move in the last bits at another."""
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def cache_sentence_features(model: str, dataset: str | ProductSearchDataset, variant: str | None = None,
@@ -286,6 +305,7 @@ NEUTRAL_KEYS: dict[tuple[str, ...], Any] = {
     ("index", "approximate_above"): None,
     ("data", "hard_negatives", "relative_margin"): None,
     ("validation", "wise_ft_alpha"): 1.0,
+    ("runtime", "torch_threads"): None,
 }
 NEUTRAL_WITH = {("index", "approximate_factory"): ("index", "approximate_above")}
 # Items per encoding batch changes how fast a run is, not its vectors beyond float rounding
@@ -315,7 +335,9 @@ def without_neutral_keys(config: dict[str, Any]) -> dict[str, Any]:
     drop += [path for path, partner in NEUTRAL_WITH.items() if partner in drop]
     for path in drop:
         config = _without(config, path)
-    return config
+    # a section that held only neutral keys (``runtime``) goes too: rows made before it existed had none
+    emptied = {path[0] for path in drop if config.get(path[0]) == {}}
+    return {key: value for key, value in config.items() if key not in emptied}
 
 
 def _lookup(config: dict[str, Any], path: tuple[str, ...], missing: Any) -> Any:

@@ -167,6 +167,32 @@ def test_a_neutral_key_at_its_neutral_value_leaves_the_config_hash_as_before():
     without_wise_ft = {**config, "validation": {k: v for k, v in config["validation"].items() if k != "wise_ft_alpha"}}
     ensembled = {**config, "validation": {**config["validation"], "wise_ft_alpha": 0.5}}
     assert config_hash(config, "fp") == config_hash(without_wise_ft, "fp") != config_hash(ensembled, "fp")
+    assert config["runtime"] == {"torch_threads": None}  # a section of neutral keys only: rows before it stay current
+    without_runtime = {k: v for k, v in config.items() if k != "runtime"}
+    pinned = {**config, "runtime": {"torch_threads": 1}}
+    assert config_hash(config, "fp") == config_hash(without_runtime, "fp") != config_hash(pinned, "fp")
+
+
+def test_a_pinned_torch_thread_count_is_used_recorded_and_restored(tmp_path):
+    import json
+
+    import torch
+
+    import retrieval_zoo as rz
+    from retrieval_zoo.models.registry import ConfigError
+
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    [result] = rz.run_benchmark("light_two_tower", "simshop-tiny", overrides=[
+        f"runtime.torch_threads={target}", "trainer.max_steps=2", "trainer.max_epochs=1"],
+        results_dir=tmp_path, wandb="disabled", progress=False, print_table=False)
+    meta = json.loads((result.run_dir / "meta.json").read_text())
+    assert meta["versions"]["torch_threads"] == str(target)
+    assert torch.get_num_threads() == before
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(ConfigError, match="runtime.torch_threads"):
+            rz.run_benchmark("bm25", "simshop-tiny", overrides=[f"runtime.torch_threads={bad}"],
+                             results_dir=tmp_path / "bad", wandb="disabled", progress=False, print_table=False)
 
 
 def test_the_false_negative_margin_moves_the_hash_of_label_data_rows_only():
