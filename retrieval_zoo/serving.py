@@ -165,6 +165,7 @@ class ServedModel:
         )
 
         selection = validation_settings(config)
+        dataset_name = data.name
         data = with_valid_split(data, selection.valid_fraction if selection.enabled else 0.0)
         folds = data.meta.get("cv_folds")
         if folds:
@@ -182,8 +183,10 @@ class ServedModel:
 
             path = run_dir / model_state_file(fold if folds else None)
             if not path.exists():
-                raise FileNotFoundError(f"{run_dir} holds no {path.name} (runs save their weights since issue 22; "
-                                        "rerun it to reuse the model)")
+                raise FileNotFoundError(
+                    f"{run_dir} holds no {path.name}: weights stay on the machine that made the run (git keeps only "
+                    f"its scores, config and curves); rerun it with `python -m retrieval_zoo bench --dataset "
+                    f"{dataset_name} --model {config['name']} --variant {config['variant']}` to reuse the model")
             state = torch.load(path, map_location="cpu", weights_only=True)
             before = set(datamodule.units.tensors)
             model.attach(datamodule)

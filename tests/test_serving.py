@@ -42,6 +42,16 @@ def assert_same_metrics(got: dict[str, float], expected: dict[str, float]) -> No
             assert got[name] == pytest.approx(value, abs=1e-9), name
 
 
+def test_a_run_folder_without_its_weights_says_how_to_make_them(runs, tmp_path):
+    """A fresh clone has a row's config.yaml and scores but never its weights: the error names the bench command."""
+    import shutil
+
+    folder = tmp_path / "seed0"
+    shutil.copytree(runs["light_two_tower"].run_dir, folder, ignore=shutil.ignore_patterns("*.pt"))
+    with pytest.raises(FileNotFoundError, match="--dataset simshop-tiny --model light_two_tower --variant default"):
+        rz.load_model(folder)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["light_two_tower", "mmse", "bm25"])
 def test_the_reloaded_model_reproduces_the_run_metrics_exactly(model, runs):
