@@ -94,10 +94,14 @@ def best_baseline(board: pl.DataFrame, dataset: str, metric: str = "ndcg@10") ->
     if not board.height or metric not in board.columns:
         return None
     rows = board.filter((pl.col("dataset") == dataset) & (pl.col("baseline").cast(pl.Utf8) == "true"))
-    if not rows.height:
-        return None
-    means = rows.group_by("model", "variant").agg(pl.col(metric).cast(pl.Float64).mean()).sort(metric, descending=True)
-    return means["model"][0], means["variant"][0]
+    ranked = ranked_by_mean(rows, metric)
+    return (ranked["model"][0], ranked["variant"][0]) if ranked.height else None
+
+
+def ranked_by_mean(rows: pl.DataFrame, metric: str) -> pl.DataFrame:
+    """(model, variant, mean ``metric``) of ``rows``, best first (exact ties by name, so boards are stable)."""
+    return (rows.group_by("model", "variant").agg(pl.col(metric).cast(pl.Float64, strict=False).mean())
+            .drop_nulls(metric).sort([metric, "model", "variant"], descending=[True, False, False]))
 
 
 def compare_with_baseline(own: SavedScores, baseline: SavedScores) -> dict[str, Any]:
@@ -124,8 +128,7 @@ def against_top(board: pl.DataFrame, results_dir: Path, metric: str = "ndcg@10",
     ``"≈ (p 1)"``."""
     if metric not in board.columns or not board.height:
         return {}
-    means = (board.group_by("model", "variant").agg(pl.col(metric).cast(pl.Float64, strict=False).mean())
-             .drop_nulls(metric).sort([metric, "model", "variant"], descending=[True, False, False]))
+    means = ranked_by_mean(board, metric)
     if not means.height:
         return {}
     top = (means["model"][0], means["variant"][0])
