@@ -46,8 +46,9 @@ def run_plan(path: str | Path = "benchmarks/leaderboard.yaml", results_dir: str 
 
 def run_dataset_plan(spec: str, runs: list[dict[str, Any]], n_seeds: int, results_dir: str | Path,
                      only: list[str] | None = None, wandb: str | None = None, resume: bool = False) -> None:
-    """The plan's runs of one dataset spec (each: model, optional variant, ``set`` and ``seeds``); with
-    ``resume``, seeds already on the board with the same config hash are skipped (see :func:`run_plan`)."""
+    """The plan's runs of one dataset spec (each: model, optional variant, ``set`` and ``seeds``, a count or a
+    list); with ``resume``, seeds already on the board with the same config hash are skipped (see
+    :func:`run_plan`)."""
     from retrieval_zoo.data.registry import load_dataset
     from retrieval_zoo.models.registry import load_config
     from retrieval_zoo.runner import config_hash, dataset_identity, run_benchmark
@@ -66,13 +67,18 @@ def run_dataset_plan(spec: str, runs: list[dict[str, Any]], n_seeds: int, result
         config = load_config(run["model"], run.get("variant"), run.get("set"))
         wanted = config_hash(config, identity.fingerprint, identity.label_data)
         variant = config["variant"]
-        todo = [seed for seed in range(int(run.get("seeds", n_seeds)))
+        todo = [seed for seed in seed_list(run.get("seeds", n_seeds))
                 if made.get((run["model"], variant, seed)) != wanted]
         if not todo:
             print(f"resume: {spec} {run['model']}/{variant} already on the leaderboard (config {wanted})")
             continue
         run_benchmark(run["model"], data if ":" not in spec else spec, todo, run.get("variant"),
                       run.get("set"), results_dir, wandb, progress=False)
+
+
+def seed_list(seeds: int | list[int]) -> list[int]:
+    """A run's ``seeds``: a count (seeds 0..n-1) or an explicit list (e.g. [1, 2] to add seeds to a board)."""
+    return [int(seed) for seed in seeds] if isinstance(seeds, list) else list(range(int(seeds)))
 
 
 def finished_runs(results_dir: Path, dataset: str, fingerprint: str, label_data: bool = True
