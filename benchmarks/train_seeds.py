@@ -12,22 +12,27 @@ written down before it ran):
    ratio over the rows that have both, and the rule's verdict (``--threshold``).
 
 ``--report-only`` rebuilds the report from the runs' committed board rows without running anything.
+``--adopt`` (only where the rule says so) puts the measured seeds' runs and rows on the board, as one commit
+of the board's store (``retrieval_zoo.store``): the run folders are copied, the probe's folder is left as it is.
 
     python benchmarks/train_seeds.py
     python benchmarks/train_seeds.py --report-only
+    python benchmarks/train_seeds.py --report-only --adopt
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import statistics
 from pathlib import Path
 
 import polars as pl
 
-from retrieval_zoo import atomic_files
+from retrieval_zoo import atomic_files, store
 from retrieval_zoo.plan import read_plan, run_dataset_plan
-from retrieval_zoo.reports import read_leaderboard
+from retrieval_zoo.reports import read_leaderboard, write_board
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ["ndcg@10", "recall@100"]
@@ -105,6 +110,27 @@ def verdict(rows: list[dict], threshold: float) -> tuple[float | None, str]:
     return median, f"median ratio {median:.2f} < {threshold}: the plan's one seed stands"
 
 
+def adopt(probe_dir: Path, board_dir: Path, seeds: list[int]) -> list[str]:
+    """Copy the probe's Icecat runs of ``seeds`` onto the board: their folders and rows, one store commit."""
+    probe = read_leaderboard(probe_dir)
+    rows = probe.filter((pl.col("dataset") == DATASET) & pl.col("seed").is_in(seeds)).to_dicts()
+    if not rows:
+        raise SystemExit(f"error: {probe_dir} holds no {DATASET} runs of seeds {seeds}; run the script first")
+    protocols = json.loads((probe_dir / "protocols.json").read_text())
+    staging = store.new_staging(board_dir)
+    try:
+        finals = []
+        for row in rows:
+            final = board_dir / row["run_dir"]
+            shutil.copytree(probe_dir / row["run_dir"], store.staged_path(staging, board_dir, final))
+            finals.append(final)
+        store.commit(board_dir, staging, finals, rows, {DATASET: protocols[DATASET]}, write_board)
+    except BaseException:
+        store.abandon(board_dir, staging)
+        raise
+    return [row["run_dir"] for row in rows]
+
+
 def markdown(rows: list[dict], median: float | None, decision: str) -> str:
     headers = list(rows[0]) if rows else ["row"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
@@ -135,6 +161,8 @@ def main() -> None:
     parser.add_argument("--repeated-cv", type=Path, default=REPO / "results" / "repeated_cv" / "icecat.csv")
     parser.add_argument("--threshold", type=float, default=0.5, help="the registered rule's median ratio")
     parser.add_argument("--report-only", action="store_true", help="report the runs on disk, run nothing")
+    parser.add_argument("--adopt", action="store_true",
+                        help="put the measured seeds on the board (refused unless the rule says so)")
     args = parser.parse_args()
     seeds = sorted({int(s) for s in args.seeds.split(",") if s.strip()})
     if not seeds or 0 in seeds:
@@ -150,6 +178,11 @@ def main() -> None:
     text = markdown(rows, median, decision)
     atomic_files.write_text(args.results / "icecat.md", text)
     print(text)
+    if args.adopt:
+        if median is None or median < args.threshold:
+            raise SystemExit("error: --adopt refused: the rule keeps the board's one seed")
+        for run_dir in adopt(args.results, args.board, seeds):
+            print(f"adopted: {run_dir}")
 
 
 if __name__ == "__main__":

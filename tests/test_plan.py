@@ -79,6 +79,16 @@ def test_the_plans_seed_count_is_the_default(tmp_path, stubbed):
     assert [args[2] for args, _ in stubbed] == [[0, 1], [0, 1, 2]]  # 3 when the plan says nothing
 
 
+def test_a_runs_seeds_may_be_a_list_and_resume_skips_the_made_ones(tmp_path, stubbed, label_dataset):
+    identity = runner.dataset_identity("toy", label_dataset)
+    wanted = runner.config_hash(load_config("bm25"), identity.fingerprint)
+    results = tmp_path / "results"
+    write_board(results, [board_row(0, wanted), board_row(2, wanted)])
+    run_plan(write_plan(tmp_path, {"toy": [{"model": "bm25", "seeds": [1, 2, 3]}]}), results, wandb="disabled",
+             resume=True)
+    assert [args[2] for args, _ in stubbed] == [[1, 3]]  # seed 0 is not asked for, seed 2 is made
+
+
 def board_row(seed: int, config_hash: str | None, recipe: str = RECIPE) -> dict:
     return {"dataset": "toy", "model": "bm25", "variant": "default", "seed": seed, "config_hash": config_hash,
             "recipe": recipe}
