@@ -22,7 +22,31 @@ def test_the_table_is_the_boards_rows_with_p_values_against_the_start(load_bench
     assert start.split(" | ")[3] == "–"  # the start has no p-value against itself
     board = cards.board_rows(cards.REPO / "results")
     for (model, variant, name), line in zip(cards.ROWS, lines[2:], strict=True):
-        assert line.startswith(f"| {name} | {board[(model, variant)]['ndcg@10']:.4f} | ")
+        seeds = board[(model, variant)]
+        mean = sum(row["ndcg@10"] for row in seeds) / len(seeds)
+        assert line.startswith(f"| {name} | {mean:.4f}")
+        assert line.split(" | ")[4] == str(len(seeds))
+
+
+def test_the_p_value_is_the_largest_over_the_seeds_each_against_the_starts_same_seed(load_benchmark, tmp_path):
+    cards = load_benchmark("card_tables")
+
+    def run(name: str, values: list[float]) -> dict:
+        folder = tmp_path / name
+        folder.mkdir()
+        pl.DataFrame({"unit_id": [f"q{i}" for i in range(len(values))], "metric": ["ndcg@10"] * len(values),
+                      "value": values}).write_parquet(folder / "per_query.parquet")
+        return {"run_dir": name, "seed": int(name[-1])}
+
+    start = {0: run("start0", [0.1, 0.2, 0.3, 0.4]), 1: run("start1", [0.1, 0.2, 0.3, 0.5])}
+    clear, unclear = run("model0", [0.5, 0.7, 0.6, 0.9]), run("model1", [0.2, 0.1, 0.5, 0.4])
+    p_clear = cards.per_query_p_value(cards.per_query_scores(tmp_path, clear),
+                                      cards.per_query_scores(tmp_path, start[0]), "ndcg@10")
+    p_unclear = cards.per_query_p_value(cards.per_query_scores(tmp_path, unclear),
+                                        cards.per_query_scores(tmp_path, start[1]), "ndcg@10")
+    assert p_clear < p_unclear
+    assert cards.max_p_against_start(tmp_path, [clear, unclear], start) == p_unclear
+    assert cards.max_p_against_start(tmp_path, [run("model2", [0.5, 0.5, 0.5, 0.5])], start) is None
 
 
 def test_refreshing_replaces_only_the_marked_table(load_benchmark):
