@@ -11,23 +11,27 @@ test query once per repetition, so the paired t-test over queries (ranx) still p
 
 This script
 
-1. runs the missing (fold seed, model/variant) runs into ``--results`` through the leaderboard machinery
-   (resumable, keyed by config hash); fold seed 0 is the board's own runs, read from ``--board`` where they
-   are current, else run here like the others;
-2. writes ``icecat.md`` and ``icecat.csv`` to ``--results``: per model and metric, the mean of each fold seed,
-   the mean over fold seeds, the change against ``--reference`` and the paired t-test p-value (ranx) on the
-   per-query values averaged over fold seeds.
+1. runs the missing (fold seed, training seed, model/variant) runs into ``--results`` through the leaderboard
+   machinery (resumable, keyed by config hash); fold seed 0 is the board's own runs, read from ``--board``
+   where they are current, else run here like the others; ``--train-seeds`` (default 0) crosses every fold
+   assignment with those training seeds;
+2. writes ``<report>.md`` and ``<report>.csv`` (``--report``, default ``icecat``) to ``--results``: per model and
+   metric, the mean of each fold seed (over its training seeds), the mean over all runs, the change against
+   ``--reference`` and the paired t-test p-value (ranx) on the per-query values averaged over all runs.
 
 The report reads only the score files committed with the runs (``significance.SCORE_FILES``), so
 ``--report-only`` rebuilds it from a fresh clone.
 
     python benchmarks/repeated_cv.py --models minilm_zeroshot,light_two_tower/pretrained --fold-seeds 0,1,2
     python benchmarks/repeated_cv.py --models minilm_zeroshot,light_two_tower/pretrained --report-only
+    python benchmarks/repeated_cv.py --models minilm_zeroshot,mgdspr/pretrained --train-seeds 0,1,2 \
+        --report icecat_train_seeds
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 from functools import lru_cache
 from pathlib import Path
 
@@ -48,15 +52,15 @@ def fold_spec(fold_seed: int) -> str:
     return "icecat" if fold_seed == 0 else f"icecat:fold_seed={fold_seed}"
 
 
-def current_folder(results_dir: Path, spec: str, model: str, variant: str) -> Path | None:
-    """The run folder of ``results_dir``'s board row for (model, variant, training seed 0) on ``spec``, made
+def current_folder(results_dir: Path, spec: str, model: str, variant: str, seed: int = 0) -> Path | None:
+    """The run folder of ``results_dir``'s board row for (model, variant, training ``seed``) on ``spec``, made
     with today's config and recipe on today's data (None: missing or stale)."""
     identity = identity_of(spec)
     wanted = config_hash(load_config(model, variant), identity.fingerprint, identity.label_data)
     made = finished_runs(results_dir, identity.key, identity.fingerprint, identity.label_data)
-    if made.get((model, variant, 0)) != wanted:
+    if made.get((model, variant, seed)) != wanted:
         return None
-    folder = results_dir / "runs" / identity.key / model / variant / "seed0"
+    folder = results_dir / "runs" / identity.key / model / variant / f"seed{seed}"
     return folder if (folder / "per_query.parquet").exists() else None
 
 
@@ -66,20 +70,23 @@ def identity_of(spec: str):
     return dataset_identity(spec, load_dataset(spec))
 
 
-def find_folder(fold_seed: int, model: str, variant: str, results_dir: Path, board: Path) -> Path | None:
+def find_folder(fold_seed: int, model: str, variant: str, results_dir: Path, board: Path,
+                seed: int = 0) -> Path | None:
     spec = fold_spec(fold_seed)
-    found = current_folder(board, spec, model, variant) if fold_seed == 0 else None
-    return found or current_folder(results_dir, spec, model, variant)
+    found = current_folder(board, spec, model, variant, seed) if fold_seed == 0 else None
+    return found or current_folder(results_dir, spec, model, variant, seed)
 
 
-def run_missing(pairs: list[tuple[str, str]], fold_seeds: list[int], results_dir: Path, board: Path) -> None:
+def run_missing(pairs: list[tuple[str, str]], fold_seeds: list[int], results_dir: Path, board: Path,
+                train_seeds: list[int]) -> None:
     for fold_seed in fold_seeds:
         for model, variant in pairs:
-            if find_folder(fold_seed, model, variant, results_dir, board) is not None:
+            todo = [s for s in train_seeds if find_folder(fold_seed, model, variant, results_dir, board, s) is None]
+            if not todo:
                 print(f"have: fold seed {fold_seed}, {model}/{variant}", flush=True)
                 continue
-            print(f"running: fold seed {fold_seed}, {model}/{variant}", flush=True)
-            run_dataset_plan(fold_spec(fold_seed), [{"model": model, "variant": variant, "seeds": 1}], 1,
+            print(f"running: fold seed {fold_seed}, {model}/{variant}, training seeds {todo}", flush=True)
+            run_dataset_plan(fold_spec(fold_seed), [{"model": model, "variant": variant, "seeds": todo}], 1,
                              results_dir, wandb="disabled", resume=True)
 
 
@@ -89,7 +96,8 @@ def per_query(folder: Path, metric: str) -> pl.DataFrame:
 
 
 def averaged_over_fold_seeds(folders: list[Path], metric: str) -> pl.DataFrame:
-    """Each query's value averaged over the repetitions, in ``per_query_p_value``'s (unit_id, metric, value)."""
+    """Each query's value averaged over the repetitions (every fold seed's runs, each training seed one), in
+    ``per_query_p_value``'s (unit_id, metric, value)."""
     values = pl.concat([per_query(folder, metric) for folder in folders])
     counts = values.group_by("unit_id").len()["len"].unique().to_list()
     if counts != [len(folders)]:
@@ -99,32 +107,41 @@ def averaged_over_fold_seeds(folders: list[Path], metric: str) -> pl.DataFrame:
             .with_columns(pl.lit(metric).alias("metric")).select("unit_id", "metric", "value"))
 
 
-def report_rows(folders: dict[tuple[str, str], dict[int, Path]], fold_seeds: list[int], reference: tuple[str, str],
-                metrics: list[str]) -> list[dict]:
+def report_rows(folders: dict[tuple[str, str], dict[int, list[Path]]], fold_seeds: list[int],
+                reference: tuple[str, str], metrics: list[str]) -> list[dict]:
+    """``folders``: per model/variant, per fold seed, its runs (one per training seed)."""
     rows = []
     for metric in metrics:
-        reference_values = averaged_over_fold_seeds([folders[reference][s] for s in fold_seeds], metric)
+        reference_values = averaged_over_fold_seeds(all_runs(folders[reference], fold_seeds), metric)
         for pair, by_seed in folders.items():
-            values = averaged_over_fold_seeds([by_seed[s] for s in fold_seeds], metric)
+            values = averaged_over_fold_seeds(all_runs(by_seed, fold_seeds), metric)
             mean, reference_mean = values["value"].mean(), reference_values["value"].mean()
             row = {"model": f"{pair[0]}/{pair[1]}", "metric": metric}
-            row |= {f"fold seed {s}": per_query(by_seed[s], metric)["value"].mean() for s in fold_seeds}
+            row |= {f"fold seed {s}": statistics.fmean(per_query(run, metric)["value"].mean() for run in by_seed[s])
+                    for s in fold_seeds}
             row |= {"mean": mean, "change vs reference": relative_change(mean, reference_mean),
                     "p": None if pair == reference else per_query_p_value(values, reference_values, metric)}
             rows.append(row)
     return rows
 
 
-def markdown(rows: list[dict], fold_seeds: list[int], reference: tuple[str, str]) -> str:
+def all_runs(by_seed: dict[int, list[Path]], fold_seeds: list[int]) -> list[Path]:
+    return [run for s in fold_seeds for run in by_seed[s]]
+
+
+def markdown(rows: list[dict], fold_seeds: list[int], reference: tuple[str, str], train_seeds: list[int] = (0,)
+             ) -> str:
     headers = list(rows[0])
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for row in rows:
         lines.append("| " + " | ".join(_cell(key, row[key]) for key in headers) + " |")
     return "\n".join([
         "# Icecat: repeated 5-fold cross-validation",
-        f"Fold seeds {', '.join(map(str, fold_seeds))} (0: the board's folds), training seed 0; `mean` is the mean "
-        f"over queries of each query's value averaged over the fold seeds; `p`: ranx's paired Student t-test over "
-        f"the 135 queries on those averages, against {reference[0]}/{reference[1]}. Made by "
+        f"Fold seeds {', '.join(map(str, fold_seeds))} (0: the board's folds), training "
+        f"seed{'s' if len(train_seeds) > 1 else ''} {', '.join(map(str, train_seeds))} under each (a fold seed's "
+        f"column: the mean of its training seeds); `mean` is the mean over queries of each query's value averaged "
+        f"over every run; `p`: ranx's paired Student t-test over the 135 queries on those averages, against "
+        f"{reference[0]}/{reference[1]}. Made by "
         f"`python benchmarks/repeated_cv.py` (the command and runs: see the script's docstring).",
         "",
         *lines,
@@ -141,16 +158,18 @@ def _cell(key: str, value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def collect(pairs: list[tuple[str, str]], fold_seeds: list[int], results_dir: Path,
-            board: Path) -> dict[tuple[str, str], dict[int, Path]]:
+def collect(pairs: list[tuple[str, str]], fold_seeds: list[int], results_dir: Path, board: Path,
+            train_seeds: list[int]) -> dict[tuple[str, str], dict[int, list[Path]]]:
     folders, missing = {}, []
     for pair in pairs:
         folders[pair] = {}
         for fold_seed in fold_seeds:
-            found = find_folder(fold_seed, *pair, results_dir, board)
-            if found is None:
-                missing.append(f"fold seed {fold_seed} {pair[0]}/{pair[1]}")
-            folders[pair][fold_seed] = found
+            folders[pair][fold_seed] = []
+            for seed in train_seeds:
+                found = find_folder(fold_seed, *pair, results_dir, board, seed)
+                if found is None:
+                    missing.append(f"fold seed {fold_seed} training seed {seed} {pair[0]}/{pair[1]}")
+                folders[pair][fold_seed].append(found)
     if missing:
         raise SystemExit(f"error: no current run for {', '.join(missing)}; run without --report-only to make them")
     return folders
@@ -161,6 +180,8 @@ def main() -> None:
     parser.add_argument("--models", default="minilm_zeroshot,light_two_tower/pretrained,mrse/pretrained",
                         help="comma list of model or model/variant")
     parser.add_argument("--fold-seeds", default="0,1,2", help="comma list of fold seeds (0: the board's folds)")
+    parser.add_argument("--train-seeds", default="0", help="comma list of training seeds run under each fold seed")
+    parser.add_argument("--report", default="icecat", help="file name (no suffix) of the report in --results")
     parser.add_argument("--reference", default="minilm_zeroshot", help="model or model/variant compared against")
     parser.add_argument("--metrics", default=",".join(METRICS), help="comma list of metrics")
     parser.add_argument("--results", type=Path, default=REPO / "results" / "repeated_cv",
@@ -173,14 +194,15 @@ def main() -> None:
     if reference not in pairs:
         pairs.insert(0, reference)
     fold_seeds = [int(s) for s in args.fold_seeds.split(",") if s.strip()]
+    train_seeds = [int(s) for s in args.train_seeds.split(",") if s.strip()]
     if not args.report_only:
-        run_missing(pairs, fold_seeds, args.results, args.board)
-    folders = collect(pairs, fold_seeds, args.results, args.board)
+        run_missing(pairs, fold_seeds, args.results, args.board, train_seeds)
+    folders = collect(pairs, fold_seeds, args.results, args.board, train_seeds)
     rows = report_rows(folders, fold_seeds, reference, [m.strip() for m in args.metrics.split(",")])
     args.results.mkdir(parents=True, exist_ok=True)
-    atomic_files.write_text(args.results / "icecat.csv", pl.DataFrame(rows).write_csv())
-    text = markdown(rows, fold_seeds, reference)
-    atomic_files.write_text(args.results / "icecat.md", text)
+    atomic_files.write_text(args.results / f"{args.report}.csv", pl.DataFrame(rows).write_csv())
+    text = markdown(rows, fold_seeds, reference, train_seeds)
+    atomic_files.write_text(args.results / f"{args.report}.md", text)
     print(text)
 
 

@@ -29,7 +29,8 @@ def test_each_query_is_averaged_over_the_fold_seeds_before_the_paired_test(load_
              1: write_scores(tmp_path / "m1", [0.1, 0.5, 0.5, 0.7, 0.6, 1.0])}
     averaged = repeated.averaged_over_fold_seeds([model[0], model[1]], "ndcg@10")
     assert averaged["value"].to_list() == pytest.approx([0.3, 0.3, 0.4, 0.8, 0.55, 0.8])
-    rows = repeated.report_rows({("ref", "default"): reference, ("m", "pretrained"): model}, [0, 1],
+    rows = repeated.report_rows({("ref", "default"): {s: [f] for s, f in reference.items()},
+                                 ("m", "pretrained"): {s: [f] for s, f in model.items()}}, [0, 1],
                                 ("ref", "default"), ["ndcg@10"])
     row = next(r for r in rows if r["model"] == "m/pretrained")
     assert row["fold seed 0"] == pytest.approx(2.9 / 6) and row["fold seed 1"] == pytest.approx(3.4 / 6)
@@ -40,6 +41,20 @@ def test_each_query_is_averaged_over_the_fold_seeds_before_the_paired_test(load_
     assert next(r for r in rows if r["model"] == "ref/default")["p"] is None
     assert "| m/pretrained | ndcg@10 | 0.4833 | 0.5667 | 0.5250 | +43.2% |" in repeated.markdown(
         rows, [0, 1], ("ref", "default"))
+
+
+def test_training_seeds_under_a_fold_seed_are_averaged_with_every_other_run(load_benchmark, tmp_path):
+    repeated = load_benchmark("repeated_cv")
+    reference = {0: [write_scores(tmp_path / "r", [0.2, 0.2, 0.2, 0.2])]}
+    model = {0: [write_scores(tmp_path / "m0", [0.1, 0.3, 0.5, 0.7]), write_scores(tmp_path / "m1", [0.3, 0.3, 0.3, 0.9])]}
+    [_, row] = repeated.report_rows({("ref", "default"): reference, ("m", "pretrained"): model}, [0],
+                                    ("ref", "default"), ["ndcg@10"])
+    assert row["fold seed 0"] == pytest.approx((0.4 + 0.45) / 2)  # the mean of its training seeds' means
+    averaged = repeated.averaged_over_fold_seeds(repeated.all_runs(model, [0]), "ndcg@10")
+    assert averaged["value"].to_list() == pytest.approx([0.2, 0.3, 0.4, 0.8])
+    assert row["p"] == per_query_p_value(averaged, repeated.averaged_over_fold_seeds(reference[0], "ndcg@10"),
+                                         "ndcg@10")
+    assert "training seeds 0, 1 under each" in repeated.markdown([row], [0], ("ref", "default"), [0, 1])
 
 
 def test_runs_that_scored_other_queries_are_refused(load_benchmark, tmp_path):
