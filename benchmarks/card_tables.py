@@ -98,8 +98,8 @@ def seed_mean(seeds: list[dict], metric: str) -> float:
 
 
 def mean_and_sd(seeds: list[dict], metric: str) -> str:
-    values = [float(row[metric]) for row in seeds]
-    return mean_sd(sum(values) / len(values), statistics.stdev(values) if len(values) > 1 else None)
+    spread = statistics.stdev(float(row[metric]) for row in seeds) if len(seeds) > 1 else None
+    return mean_sd(seed_mean(seeds, metric), spread)
 
 
 def table(results_dir: Path) -> str:
