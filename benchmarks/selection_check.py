@@ -34,14 +34,23 @@ def selected_states(curve: pl.DataFrame, monitor: str = "ndcg@10") -> pl.DataFra
     for fold in folds:
         points = curve.filter(pl.col(fold_column) == fold) if fold_column else curve
         start = points.filter(pl.col("epoch") == 0).row(0, named=True)
-        trained = points.filter(pl.col("epoch") > 0).sort("epoch")
-        kept = start
-        if trained.height:
-            best = trained.row(int(trained[monitor].arg_max()), named=True)  # the first maximum
-            kept = best if best[monitor] > start[monitor] else start
+        candidate = trained_candidate(points, monitor)
+        kept = candidate if candidate is not None and candidate[monitor] > start[monitor] else start
         rows.append({"fold": fold, "kept_epoch": kept["epoch"], "epochs": points["epoch"].max(),
+                     **({"averaged": kept["averaged"]} if "averaged" in points.columns else {}),
                      **{f"start {m}": start[m] for m in METRICS}, **{f"kept {m}": kept[m] for m in METRICS}})
     return pl.DataFrame(rows)
+
+
+def trained_candidate(points: pl.DataFrame, monitor: str) -> dict | None:
+    """The trained state selection weighs against the start: the average of the best checks where the run made
+    one (``validation.average_top_k``: a row with ``averaged`` >= 2), else the best check (the first maximum)."""
+    if "averaged" in points.columns:
+        average = points.filter(pl.col("averaged") >= 2)
+        if average.height:
+            return average.row(0, named=True)
+    checks = points.filter(pl.col("epoch") > 0).sort("epoch")
+    return checks.row(int(checks[monitor].arg_max()), named=True) if checks.height else None
 
 
 def per_query(run_dir: Path, metric: str) -> pl.DataFrame:

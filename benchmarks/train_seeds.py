@@ -13,9 +13,7 @@ written down before it ran; the median ratio came out 0.87, and the board moved 
 
 ``--report-only`` rebuilds the report from the runs' committed board rows without running anything.
 ``--adopt`` (only where the rule says so) puts the measured seeds' runs and rows on the board, as one commit
-of the board's store (``retrieval_zoo.store``): the run folders are hard-linked where the two folders share a
-disk (a pretrained Icecat run holds 1.4-2.4 GB of fold weights) and copied elsewhere; the probe's folder is
-left as it is.
+of the board's store (``retrieval_zoo.reports.adopt_runs``).
 
     python benchmarks/train_seeds.py
     python benchmarks/train_seeds.py --report-only
@@ -25,17 +23,14 @@ left as it is.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import statistics
 from pathlib import Path
 
 import polars as pl
 
-from retrieval_zoo import atomic_files, store
+from retrieval_zoo import atomic_files
 from retrieval_zoo.plan import read_plan, run_dataset_plan
-from retrieval_zoo.reports import read_leaderboard, write_board
+from retrieval_zoo.reports import adopt_runs, read_leaderboard
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ["ndcg@10", "recall@100"]
@@ -113,37 +108,6 @@ def verdict(rows: list[dict], threshold: float) -> tuple[float | None, str]:
     return median, f"median ratio {median:.2f} < {threshold}: the plan's one seed stands"
 
 
-def link_or_copy(source: str, target: str) -> None:
-    """A hard link (no second copy of the weights; the store renames folders and never rewrites a file in
-    place), or a copy where the two paths are on different disks."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-
-
-def adopt(probe_dir: Path, board_dir: Path, seeds: list[int]) -> list[str]:
-    """Copy the probe's Icecat runs of ``seeds`` onto the board: their folders and rows, one store commit."""
-    probe = read_leaderboard(probe_dir)
-    rows = probe.filter((pl.col("dataset") == DATASET) & pl.col("seed").is_in(seeds)).to_dicts()
-    if not rows:
-        raise SystemExit(f"error: {probe_dir} holds no {DATASET} runs of seeds {seeds}; run the script first")
-    protocols = json.loads((probe_dir / "protocols.json").read_text())
-    staging = store.new_staging(board_dir)
-    try:
-        finals = []
-        for row in rows:
-            final = board_dir / row["run_dir"]
-            shutil.copytree(probe_dir / row["run_dir"], store.staged_path(staging, board_dir, final),
-                            copy_function=link_or_copy)
-            finals.append(final)
-        store.commit(board_dir, staging, finals, rows, {DATASET: protocols[DATASET]}, write_board)
-    except BaseException:
-        store.abandon(board_dir, staging)
-        raise
-    return [row["run_dir"] for row in rows]
-
-
 def markdown(rows: list[dict], median: float | None, decision: str) -> str:
     headers = list(rows[0]) if rows else ["row"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
@@ -194,7 +158,11 @@ def main() -> None:
     if args.adopt:
         if median is None or median < args.threshold:
             raise SystemExit("error: --adopt refused: the rule keeps the board's one seed")
-        for run_dir in adopt(args.results, args.board, seeds):
+        try:
+            adopted = adopt_runs(args.results, args.board, DATASET, seeds)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
+        for run_dir in adopted:
             print(f"adopted: {run_dir}")
 
 

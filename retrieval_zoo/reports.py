@@ -10,13 +10,15 @@ a temporary file and renamed; ``store.commit`` changes the board and the run fol
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from retrieval_zoo import atomic_files
+from retrieval_zoo import atomic_files, store
 from retrieval_zoo.evaluation import HEADLINE_METRICS
 
 KEYS = ["dataset", "model", "variant", "seed"]
@@ -78,6 +80,38 @@ def write_board(results_dir: Path, rows: list[dict[str, Any]], protocols: dict[s
     _save_protocols(results_dir, protocols)
     write_markdown(results_dir, board)
     return board
+
+
+def adopt_runs(probe_dir: Path, board_dir: Path, dataset: str, seeds: list[int]) -> list[str]:
+    """Put a probe's ``dataset`` runs of ``seeds`` on the board: their folders and rows, as one store commit
+    (rows of the same model, variant and seed are replaced). The folders are hard-linked where the two share a
+    disk (a pretrained Icecat run holds 1.4-2.4 GB of fold weights) and copied elsewhere; the probe's folder is
+    left as it is. Used once a registered rule has adopted the probe's recipe (README)."""
+    rows = read_leaderboard(probe_dir).filter((pl.col("dataset") == dataset) & pl.col("seed").is_in(seeds)).to_dicts()
+    if not rows:
+        raise ValueError(f"{probe_dir} holds no {dataset} runs of seeds {seeds}; run the probe first")
+    protocols = json.loads(_protocols_path(probe_dir).read_text())
+    staging = store.new_staging(board_dir)
+    try:
+        finals = []
+        for row in rows:
+            final = board_dir / row["run_dir"]
+            shutil.copytree(probe_dir / row["run_dir"], store.staged_path(staging, board_dir, final),
+                            copy_function=_link_or_copy)
+            finals.append(final)
+        store.commit(board_dir, staging, finals, rows, {dataset: protocols[dataset]}, write_board)
+    except BaseException:
+        store.abandon(board_dir, staging)
+        raise
+    return [row["run_dir"] for row in rows]
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    # a hard link is safe: the store renames folders and never rewrites a file in place
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def canonical(board: pl.DataFrame) -> pl.DataFrame:

@@ -305,6 +305,7 @@ NEUTRAL_KEYS: dict[tuple[str, ...], Any] = {
     ("index", "approximate_above"): None,
     ("data", "hard_negatives", "relative_margin"): None,
     ("validation", "wise_ft_alpha"): 1.0,
+    ("validation", "average_top_k"): 1,
     ("runtime", "torch_threads"): None,
 }
 NEUTRAL_WITH = {("index", "approximate_factory"): ("index", "approximate_above")}
@@ -535,7 +536,7 @@ def _dense_search(module: RetrievalModule, datamodule: RetrievalDataModule, test
             fit_seconds = time.perf_counter() - started
             if validation is not None:
                 selection = select_best(trainer, module, validation)
-                selected_catalogue = validation.catalogue_of(selection.best_epoch)  # before the folder goes
+                selected_catalogue = validation.catalogue_of(selection.catalogue_key)  # before the folder goes
     if trainer is not None:
         device = trainer.strategy.root_device
     else:
@@ -606,7 +607,9 @@ def _selection_costs(selection: Selection | None) -> dict[str, Any]:
     """Epochs trained, the epoch selected on valid (0 = the untrained start) and the validation's own time."""
     if selection is None:
         return {}
-    return {"epochs_trained": selection.epochs_trained, "best_epoch": selection.best_epoch,
+    # with validation.average_top_k > 1: how many checks the kept state averages (0: the start or one check)
+    averaged = {"averaged_checks": len(selection.averaged_epochs)} if "averaged" in selection.curve[0] else {}
+    return {"epochs_trained": selection.epochs_trained, "best_epoch": selection.best_epoch, **averaged,
             "validation_seconds": round(selection.validation_seconds, 2), "valid_curve": selection.curve}
 
 

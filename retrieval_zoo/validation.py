@@ -21,6 +21,15 @@ the trained weights; only what a check scores (and what selection keeps) is the 
 candidate and the guarantee above holds for the ensembles too. At 1.0 (the default) a check scores the trained
 weights as they are.
 
+``validation.average_top_k`` above 1 replaces the best check by an average: the uniform weight average of the
+``average_top_k`` trained checks that scored best on valid (ModelCheckpoint's top k; all of them when fewer were
+made), the checkpoint averaging of Vaswani et al. ("Attention is all you need", 2017) and the uniform soup of
+Wortsman et al. ("Model soups", ICML 2022), whose fine-tuned states from one start average within one basin. The
+average is scored on valid after training and kept if it beats the start, so the guarantee above holds for it
+too. It is not also compared with the best check: that check's valid score is the maximum of several noisy ones,
+and picking the higher of the two would only add that noise back. Weights the checks share (frozen layers,
+buffers) are kept bit for bit; at 1 (the default) no average is made.
+
 Costs: one catalogue encoding + a faiss search of at most ``validation.max_queries`` units per check (the whole
 catalogue is always searched: a shrunken catalogue would flatter every model). The test search reuses the catalogue
 vectors of the selected check (``catalogue_of``) instead of encoding the same state a second time: on a 1.2M-item
@@ -61,6 +70,7 @@ class ValidationSettings:
     k: int = 100
     valid_fraction: float = 0.1
     wise_ft_alpha: float = 1.0
+    average_top_k: int = 1
 
     def __post_init__(self) -> None:
         check_metrics(self.metrics)
@@ -71,6 +81,11 @@ class ValidationSettings:
         if not 0.0 < self.wise_ft_alpha <= 1.0:
             raise ValueError(f"validation.wise_ft_alpha must be in (0, 1] (1: the trained weights as they are), "
                              f"got {self.wise_ft_alpha}")
+        if self.average_top_k < 1:
+            raise ValueError(f"validation.average_top_k must be >= 1 (1: no average), got {self.average_top_k}")
+        if self.average_top_k > 1 and self.wise_ft_alpha < 1.0:
+            raise ValueError("validation.average_top_k > 1 and validation.wise_ft_alpha < 1 both change what "
+                             "selection keeps; set one of them")
 
     @property
     def monitor_key(self) -> str:
@@ -92,6 +107,23 @@ def weight_space_ensemble(start: dict[str, torch.Tensor], trained: dict[str, tor
     token ids) as trained."""
     return {name: torch.lerp(start[name].to(tensor.device), tensor, alpha) if tensor.is_floating_point() else tensor
             for name, tensor in trained.items()}
+
+
+def uniform_average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The weight-by-weight mean of ``states``; tensors equal in every state (frozen weights, buffers, counters)
+    are the first state's, bit for bit (a mean of equal float32 values may round)."""
+    first = states[0]
+    averaged = {}
+    for name, tensor in first.items():
+        others = [state[name].to(tensor.device) for state in states[1:]]
+        if not tensor.is_floating_point() or all(torch.equal(tensor, other) for other in others):
+            averaged[name] = tensor
+        else:
+            averaged[name] = torch.stack([tensor, *others]).mean(0)
+    return averaged
+
+
+AVERAGE = "average"  # the catalogue key of the averaged candidate (checks are keyed by their epoch)
 
 
 class ValidScorer:
@@ -136,11 +168,11 @@ class RetrievalValidation(L.Callback):
     def start_path(self) -> Path:
         return self.checkpoint_dir / "start.ckpt"
 
-    def evaluate(self, module, epoch: int | None = None) -> dict[str, float]:
+    def evaluate(self, module, epoch: int | str | None = None) -> dict[str, float]:
         """The valid scores of ``module`` as it is now (a trained check's WiSE-FT ensemble when
-        ``wise_ft_alpha`` < 1); ``epoch`` (the check's) keeps its catalogue vectors for the test search when this
-        process may reuse them."""
-        if epoch and self.settings.wise_ft_alpha < 1.0:
+        ``wise_ft_alpha`` < 1); ``epoch`` (the check's, or ``AVERAGE``) keeps its catalogue vectors for the test
+        search when this process may reuse them."""
+        if isinstance(epoch, int) and epoch > 0 and self.settings.wise_ft_alpha < 1.0:
             trained = {name: tensor.clone() for name, tensor in module.state_dict().items()}
             module.load_state_dict(self.ensemble_of(trained))
             try:
@@ -157,7 +189,7 @@ class RetrievalValidation(L.Callback):
         start = torch.load(self.start_path, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
         return weight_space_ensemble(start, trained, self.settings.wise_ft_alpha)
 
-    def _evaluate(self, module, epoch: int | None) -> dict[str, float]:
+    def _evaluate(self, module, epoch: int | str | None) -> dict[str, float]:
         started = time.perf_counter()
         was_training = module.training
         items = module.encode_catalog(batch_size=self.datamodule.settings.eval_batch_size, progress=False)
@@ -185,8 +217,8 @@ class RetrievalValidation(L.Callback):
             self.curve_path.write_text(json.dumps({"curve": self.curve, "seconds": self.seconds}))
         self._drop_unselectable_catalogues()
 
-    def _catalogue_path(self, epoch: int) -> Path:
-        return self.checkpoint_dir / f"catalogue-epoch{epoch}.npy"
+    def _catalogue_path(self, epoch: int | str) -> Path:
+        return self.checkpoint_dir / (f"catalogue-{epoch}.npy" if epoch == AVERAGE else f"catalogue-epoch{epoch}.npy")
 
     def _drop_unselectable_catalogues(self) -> None:
         """Delete the vectors of trained checks that can no longer be selected, so at most a few stay on disk.
@@ -203,9 +235,9 @@ class RetrievalValidation(L.Callback):
             if not point[self.settings.monitor] >= best - 1e-6:  # NaN scores are never kept either
                 self._catalogue_path(point["epoch"]).unlink(missing_ok=True)
 
-    def catalogue_of(self, epoch: int) -> tuple[np.ndarray, float] | None:
-        """The catalogue vectors the check at ``epoch`` encoded and the seconds that took, or None (not kept:
-        several processes, or a check that was dropped as unselectable).
+    def catalogue_of(self, epoch: int | str) -> tuple[np.ndarray, float] | None:
+        """The catalogue vectors the check at ``epoch`` (or the average, ``AVERAGE``) encoded and the seconds that
+        took, or None (not kept: several processes, or a check that was dropped as unselectable).
 
         They are the test vectors of that state exactly: the same ``encode_catalog`` in eval mode, on the same
         device, of weights that ``select_best`` restores bit for bit from the check's checkpoint.
@@ -244,8 +276,11 @@ class RetrievalValidation(L.Callback):
 def selection_callbacks(settings: ValidationSettings, checkpoint_dir: Path) -> list[L.Callback]:
     """Lightning's own callbacks that keep the best state and stop early, watching ``val/<monitor>``."""
     monitor = settings.monitor_key
+    # one file per kept check when several are averaged; "best" alone otherwise
+    filename = "best" if settings.average_top_k == 1 else "check-{epoch}"
     return [
-        ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode="max", save_top_k=1,
+        ModelCheckpoint(dirpath=checkpoint_dir, filename=filename, monitor=monitor, mode="max",
+                        save_top_k=settings.average_top_k,
                         save_weights_only=True, save_on_train_epoch_end=True, every_n_epochs=settings.every_n_epochs),
         EarlyStopping(monitor=monitor, mode="max", patience=settings.patience, min_delta=settings.min_delta,
                       check_on_train_epoch_end=True, strict=False),
@@ -261,22 +296,33 @@ class Selection:
     epochs_trained: int
     curve: list[dict[str, float]]
     validation_seconds: float
+    averaged_epochs: list[int] = field(default_factory=list)  # the checks averaged into the kept state (if it is)
+
+    @property
+    def catalogue_key(self) -> int | str:
+        """Whose catalogue vectors the test search may reuse (``RetrievalValidation.catalogue_of``)."""
+        return AVERAGE if self.averaged_epochs else self.best_epoch
 
 
 def select_best(trainer: L.Trainer, module, validation: RetrievalValidation) -> Selection:
-    """Load the best state on valid into ``module``: the start or ModelCheckpoint's best (ties keep the start),
-    as its check scored it (the WiSE-FT ensemble when ``validation.wise_ft_alpha`` < 1).
+    """Load the best state on valid into ``module``: the start or the trained candidate (ties keep the start).
 
+    The trained candidate is ModelCheckpoint's best check, as it scored it (the WiSE-FT ensemble when
+    ``validation.wise_ft_alpha`` < 1), or, with ``validation.average_top_k`` > 1 and at least two checks kept,
+    the uniform average of the kept checks, scored on valid here.
     Scores are compared as the callback computed them (float64), not as Lightning logged them (float32).
     """
     curve, seconds = validation.recorded()
     scores = {point["epoch"]: point[validation.settings.monitor] for point in curve}
-    best_epoch, best_path = 0, validation.start_path
     checkpoint = trainer.checkpoint_callback
+    if validation.settings.average_top_k > 1:
+        curve = [{**point, "averaged": int(point["epoch"] > 0)} for point in curve]
+        kept = sorted(checkpoint.best_k_models, key=_epoch_of) if checkpoint is not None else []
+        if len(kept) >= 2:
+            return _average_or_start(kept, module, validation, Selection(0, scores[0], max(scores), curve, seconds))
+    best_epoch, best_path = 0, validation.start_path
     if checkpoint is not None and checkpoint.best_model_path:
-        # memory-mapped: only the epoch is read here, not the weights and the optimiser state
-        saved = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False, mmap=True)
-        trained_epoch = int(saved["epoch"]) + 1  # saved at the end of 0-based epoch e: e + 1 epochs trained
+        trained_epoch = _epoch_of(checkpoint.best_model_path)
         if scores[trained_epoch] > scores[0]:
             best_epoch, best_path = trained_epoch, Path(checkpoint.best_model_path)
     state = torch.load(best_path, map_location=module.device, weights_only=False, mmap=True)["state_dict"]
@@ -284,3 +330,29 @@ def select_best(trainer: L.Trainer, module, validation: RetrievalValidation) -> 
         state = validation.ensemble_of(state)
     module.load_state_dict(state)  # copies into the parameters: the mapped checkpoint is dropped after
     return Selection(best_epoch, scores[best_epoch], max(scores), curve, seconds)
+
+
+def _epoch_of(path: str | Path) -> int:
+    """Epochs trained when a check's checkpoint was saved (memory-mapped: the weights are not read)."""
+    saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return int(saved["epoch"]) + 1  # saved at the end of 0-based epoch e: e + 1 epochs trained
+
+
+def _average_or_start(paths: list[str], module, validation: RetrievalValidation, start: Selection) -> Selection:
+    """Score the uniform average of the checks at ``paths`` on valid and keep it (loaded in ``module``) if it
+    beats the start, else load the start. The curve gains the average's row: its epoch is the last averaged
+    check's (the state exists from then on), its ``averaged`` the number of checks in it."""
+    epochs = [_epoch_of(path) for path in paths]
+    states = [torch.load(path, map_location=module.device, weights_only=False, mmap=True)["state_dict"]
+              for path in paths]
+    module.load_state_dict(uniform_average(states))
+    started = time.perf_counter()
+    scores = validation.evaluate(module, AVERAGE)
+    seconds = start.validation_seconds + time.perf_counter() - started
+    curve = [*start.curve, {"epoch": max(epochs), **scores, "averaged": len(epochs)}]
+    score = scores[validation.settings.monitor]
+    if score > start.best_score:
+        return Selection(max(epochs), score, start.epochs_trained, curve, seconds, epochs)
+    module.load_state_dict(torch.load(validation.start_path, map_location=module.device, weights_only=False,
+                                      mmap=True)["state_dict"])
+    return Selection(0, start.best_score, start.epochs_trained, curve, seconds)

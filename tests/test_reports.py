@@ -1,10 +1,21 @@
-"""The leaderboard markdown: per-group table and one-off cost columns, from the CSV alone."""
+"""The leaderboard markdown (per-group table and one-off cost columns, from the CSV alone) and adopting a probe's
+runs onto a board."""
 
 from __future__ import annotations
 
-import polars as pl
+import json
 
-from retrieval_zoo.reports import RECIPE, leaderboard_path, write_board, write_markdown
+import polars as pl
+import pytest
+
+from retrieval_zoo.reports import (
+    RECIPE,
+    adopt_runs,
+    leaderboard_path,
+    read_leaderboard,
+    write_board,
+    write_markdown,
+)
 
 
 def board(rows: list[dict]) -> pl.DataFrame:
@@ -81,3 +92,30 @@ def test_a_hash_that_is_all_digits_stays_text_on_the_board(tmp_path):
     board = read_leaderboard(tmp_path)
     assert board["config_hash"].to_list() == ["012345678901"]
     assert board["dataset_fingerprint"].to_list() == ["0000111122223333"]
+
+
+def probe_row(model: str, seed: int, ndcg: float, recall: float) -> dict:
+    return {"dataset": "icecat", "model": model, "variant": "pretrained", "seed": seed, "baseline": False,
+            "ndcg@10": ndcg, "recall@100": recall, "config_hash": "aaaaaaaaaaaa", "recipe": RECIPE,
+            "run_dir": f"runs/icecat/{model}/pretrained/seed{seed}"}
+
+
+def test_adopting_a_probes_runs_puts_their_folders_and_rows_on_the_board_and_leaves_the_probe(tmp_path):
+    board_dir, probe_dir = tmp_path / "board", tmp_path / "probe"
+    write_board(board_dir, [probe_row("m", 0, 0.6, 0.8)], {"icecat": "old text"})
+    write_board(probe_dir, [probe_row("m", 1, 0.62, 0.82), probe_row("m", 2, 0.64, 0.84)],
+                {"icecat": "protocol"})
+    for seed in (1, 2):
+        folder = probe_dir / "runs" / "icecat" / "m" / "pretrained" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"seed": seed}))
+    adopted = adopt_runs(probe_dir, board_dir, "icecat", [1, 2])
+    assert adopted == ["runs/icecat/m/pretrained/seed1", "runs/icecat/m/pretrained/seed2"]
+    board = read_leaderboard(board_dir).sort("seed")
+    assert board["seed"].cast(pl.Int64).to_list() == [0, 1, 2]
+    assert board["ndcg@10"].cast(pl.Float64).to_list() == pytest.approx([0.6, 0.62, 0.64])
+    assert json.loads((board_dir / adopted[1] / "metrics.json").read_text()) == {"seed": 2}
+    assert (probe_dir / adopted[1] / "metrics.json").exists()  # linked or copied, not moved
+    assert not (board_dir / "runs" / ".staging").exists() or not any((board_dir / "runs" / ".staging").iterdir())
+    with pytest.raises(ValueError, match="holds no icecat runs of seeds \\[3\\]"):
+        adopt_runs(probe_dir, board_dir, "icecat", [3])

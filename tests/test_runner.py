@@ -167,6 +167,11 @@ def test_a_neutral_key_at_its_neutral_value_leaves_the_config_hash_as_before():
     without_wise_ft = {**config, "validation": {k: v for k, v in config["validation"].items() if k != "wise_ft_alpha"}}
     ensembled = {**config, "validation": {**config["validation"], "wise_ft_alpha": 0.5}}
     assert config_hash(config, "fp") == config_hash(without_wise_ft, "fp") != config_hash(ensembled, "fp")
+    assert config["validation"]["average_top_k"] == 1
+    without_average = {**config, "validation": {k: v for k, v in config["validation"].items()
+                                                if k != "average_top_k"}}
+    averaged = {**config, "validation": {**config["validation"], "average_top_k": 3}}
+    assert config_hash(config, "fp") == config_hash(without_average, "fp") != config_hash(averaged, "fp")
     assert config["runtime"] == {"torch_threads": None}  # a section of neutral keys only: rows before it stay current
     without_runtime = {k: v for k, v in config.items() if k != "runtime"}
     pinned = {**config, "runtime": {"torch_threads": 1}}

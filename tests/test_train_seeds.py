@@ -3,13 +3,12 @@ registered rule's verdict, and adopting the measured seeds onto a board as one s
 
 from __future__ import annotations
 
-import json
 import statistics
 
 import polars as pl
 import pytest
 
-from retrieval_zoo.reports import RECIPE, read_leaderboard, write_board
+from retrieval_zoo.reports import RECIPE
 
 
 def board_row(model: str, seed: int, ndcg: float, recall: float, config_hash: str = "aaaaaaaaaaaa",
@@ -50,25 +49,3 @@ def test_the_rule_moves_the_board_only_at_the_registered_median(load_benchmark):
     assert "moves to every measured seed" in seeds.verdict(rows, 0.5)[1]
     assert "one seed stands" in seeds.verdict(rows, 0.51)[1]
     assert seeds.verdict([{"ratio": None}], 0.5) == (None, "no row is measured both ways: nothing to decide")
-
-
-def test_adopt_copies_the_seeds_runs_and_rows_onto_the_board_and_leaves_the_probe(load_benchmark, tmp_path):
-    seeds = load_benchmark("train_seeds")
-    board_dir, probe_dir = tmp_path / "board", tmp_path / "probe"
-    write_board(board_dir, [board_row("m", 0, 0.6, 0.8)], {"icecat": "old text"})
-    write_board(probe_dir, [board_row("m", 1, 0.62, 0.82), board_row("m", 2, 0.64, 0.84)],
-                {"icecat": "protocol"})
-    for seed in (1, 2):
-        folder = probe_dir / "runs" / "icecat" / "m" / "pretrained" / f"seed{seed}"
-        folder.mkdir(parents=True)
-        (folder / "metrics.json").write_text(json.dumps({"seed": seed}))
-    adopted = seeds.adopt(probe_dir, board_dir, [1, 2])
-    assert adopted == ["runs/icecat/m/pretrained/seed1", "runs/icecat/m/pretrained/seed2"]
-    board = read_leaderboard(board_dir).sort("seed")
-    assert board["seed"].cast(pl.Int64).to_list() == [0, 1, 2]
-    assert board["ndcg@10"].cast(pl.Float64).to_list() == pytest.approx([0.6, 0.62, 0.64])
-    assert json.loads((board_dir / adopted[1] / "metrics.json").read_text()) == {"seed": 2}
-    assert (probe_dir / adopted[1] / "metrics.json").exists()  # linked or copied, not moved
-    assert not (board_dir / "runs" / ".staging").exists() or not any((board_dir / "runs" / ".staging").iterdir())
-    with pytest.raises(SystemExit, match="holds no icecat runs of seeds \\[3\\]"):
-        seeds.adopt(probe_dir, board_dir, [3])

@@ -100,11 +100,13 @@ def test_icecat_folds_select_on_an_inner_fold_never_the_test_fold(tiny):
     assert splits["split"].to_list() == [["valid"], ["train"], ["train"], ["train"], ["test"]]
 
 
-@pytest.mark.parametrize("alpha", [1.0, 0.5])
-def test_the_test_search_reuses_the_selected_checks_catalogue_vectors_exactly(alpha, tiny, tmp_path, monkeypatch):
-    """The catalogue is encoded once per check and never again for the test search, and the test metrics are
-    those of a run that encodes the selected state afresh (the reuse switched off): at alpha 0.5 the WiSE-FT
-    ensemble a check scored is the state selection restores, bit for bit."""
+@pytest.mark.parametrize("option", ["validation.wise_ft_alpha=1.0", "validation.wise_ft_alpha=0.5",
+                                    "validation.average_top_k=3"])
+def test_the_test_search_reuses_the_selected_checks_catalogue_vectors_exactly(option, tiny, tmp_path, monkeypatch):
+    """The catalogue is encoded once per check (and once for the average of the best checks) and never again for
+    the test search, and the test metrics are those of a run that encodes the selected state afresh (the reuse
+    switched off): at alpha 0.5 the WiSE-FT ensemble a check scored is the state selection restores, bit for bit,
+    and so is the average where selection keeps it."""
     from retrieval_zoo.models.base import RetrievalModule
     from retrieval_zoo.validation import RetrievalValidation
 
@@ -116,15 +118,17 @@ def test_the_test_search_reuses_the_selected_checks_catalogue_vectors_exactly(al
         return encode_catalog(self, *args, **kwargs)
 
     monkeypatch.setattr(RetrievalModule, "encode_catalog", counted)
-    overrides = ["trainer.max_epochs=3", "validation.patience=3", f"validation.wise_ft_alpha={alpha}"]
+    overrides = ["trainer.max_epochs=3", "validation.patience=3", option]
+    checks = 5 if "average" in option else 4  # the start, three epochs (and their average)
     [reused] = rz.run_benchmark("light_two_tower", tiny, overrides=overrides, results_dir=tmp_path / "a", **QUIET)
-    assert len(encodes) == len(_curve(reused)) == 4  # the start and three epochs; none for the test search
+    assert len(encodes) == len(_curve(reused)) == checks  # none for the test search
     assert reused.costs["best_epoch"] >= 1
 
     monkeypatch.setattr(RetrievalValidation, "catalogue_of", lambda self, epoch: None)
     [fresh] = rz.run_benchmark("light_two_tower", tiny, overrides=overrides, results_dir=tmp_path / "b", **QUIET)
-    assert len(encodes) == 4 + 4 + 1
+    assert len(encodes) == checks + checks + 1
     assert fresh.costs["best_epoch"] == reused.costs["best_epoch"]
+    assert fresh.costs.get("averaged_checks") == reused.costs.get("averaged_checks")
     for metric, value in fresh.metrics.items():
         assert reused.metrics[metric] == value or (np.isnan(value) and np.isnan(reused.metrics[metric])), metric
 
@@ -197,3 +201,58 @@ def test_only_the_checks_selection_can_still_pick_keep_their_vectors(tmp_path):
     vectors, seconds = validation.catalogue_of(2)
     assert vectors[0, 0] == 2 and seconds == 1.0
     assert validation.catalogue_of(1) is None
+
+
+def test_uniform_average_means_the_weights_that_differ_and_keeps_shared_ones_bit_for_bit():
+    import torch
+
+    from retrieval_zoo.validation import uniform_average
+
+    shared = torch.tensor([0.1, 0.7, 1 / 3])  # values whose float32 mean of three copies may round
+    states = [{"w": torch.tensor([1.0, 2.0]), "frozen": shared.clone(), "steps": torch.tensor([k])}
+              for k in (1, 2, 3)]
+    states[1]["w"], states[2]["w"] = torch.tensor([3.0, 2.0]), torch.tensor([5.0, 8.0])
+    averaged = uniform_average(states)
+    assert torch.equal(averaged["w"], torch.tensor([3.0, 4.0]))
+    assert torch.equal(averaged["frozen"], shared)
+    assert torch.equal(averaged["steps"], torch.tensor([1]))
+
+
+def test_settings_reject_an_average_of_no_checks_or_one_mixed_with_wise_ft():
+    with pytest.raises(ValueError, match="average_top_k must be >= 1"):
+        ValidationSettings(average_top_k=0)
+    with pytest.raises(ValueError, match="set one of them"):
+        ValidationSettings(average_top_k=3, wise_ft_alpha=0.5)
+
+
+@pytest.mark.parametrize(("average_score", "kept"), [(0.2, "average"), (0.05, "start")])
+def test_the_average_of_the_best_checks_stands_for_training_against_the_start(
+        average_score, kept, tiny, tmp_path, monkeypatch):
+    """Scripted valid scores (start 0.1, checks 0.3 / 0.5 / 0.4): with ``average_top_k`` 2 the two best checks
+    (epochs 2 and 3) are averaged, and the average, not the best check, is weighed against the start: at 0.2 it
+    is kept and served (though the check scored 0.5), at 0.05 the start is."""
+    import torch
+
+    from retrieval_zoo.validation import RetrievalValidation, uniform_average
+
+    scripted = {0: 0.1, 1: 0.3, 2: 0.5, 3: 0.4, "average": average_score}
+    states = {}
+
+    def scored(self, module, epoch):
+        states[epoch] = {name: tensor.clone() for name, tensor in module.state_dict().items()}
+        return {"ndcg@10": scripted[epoch], "recall@100": scripted[epoch]}
+
+    monkeypatch.setattr(RetrievalValidation, "_evaluate", scored)
+    overrides = ["trainer.max_epochs=3", "validation.patience=3", "validation.average_top_k=2"]
+    [result] = rz.run_benchmark("light_two_tower", tiny, overrides=overrides, results_dir=tmp_path, **QUIET)
+    curve = _curve(result)
+    assert curve["averaged"].to_list() == [0, 1, 1, 1, 2]
+    assert curve.filter(pl.col("averaged") == 2)["epoch"].to_list() == [3]  # it exists once epoch 3 has trained
+    average = uniform_average([states[2], states[3]])
+    assert all(torch.equal(states["average"][name], tensor) for name, tensor in average.items())  # what it scored
+    served = torch.load(result.run_dir / "model.pt", map_location="cpu", weights_only=False)
+    expected = average if kept == "average" else states[0]
+    for name, tensor in expected.items():
+        assert torch.equal(served[name], tensor), name
+    assert result.costs["averaged_checks"] == (2 if kept == "average" else 0)
+    assert result.costs["best_epoch"] == (3 if kept == "average" else 0)
