@@ -29,9 +29,8 @@ from pathlib import Path
 
 import polars as pl
 
-from retrieval_zoo.evaluation import per_query_p_value
 from retrieval_zoo.reports import aggregate, mean_sd, read_leaderboard
-from retrieval_zoo.significance import read_claims
+from retrieval_zoo.significance import read_claims, seed_matched_p_values
 
 REPO = Path(__file__).resolve().parents[1]
 CARDS = ("mgdspr", "mmse", "mrse")
@@ -79,18 +78,14 @@ def board_rows(results_dir: Path) -> dict[tuple[str, str], list[dict]]:
     return rows
 
 
-def per_query_scores(results_dir: Path, row: dict) -> pl.DataFrame:
-    return pl.read_parquet(results_dir / row["run_dir"] / "per_query.parquet")
-
-
 def max_p_against_start(results_dir: Path, seeds: list[dict], start: dict[int, dict]) -> float | None:
     """The largest p over the row's seeds, each against the start's run of the same seed (as the claims read
-    it: a gain holds only where every seed separates it); None where the start lacks one of those seeds."""
-    if any(int(row["seed"]) not in start for row in seeds):
+    it: a gain holds only where every seed separates it); None where the start lacks one of those seeds or a run's
+    saved scores are gone."""
+    p_values = seed_matched_p_values(seeds, start.values(), results_dir, "ndcg@10")
+    if len(p_values) < len(seeds) or None in p_values.values():
         return None
-    return max(per_query_p_value(per_query_scores(results_dir, row),
-                                 per_query_scores(results_dir, start[int(row["seed"])]), "ndcg@10")
-               for row in seeds)
+    return max(p_values.values())
 
 
 def seed_mean(seeds: list[dict], metric: str) -> float:

@@ -10,6 +10,7 @@ is in every seed (the largest p over seeds is reported).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,17 +133,14 @@ def against_top(board: pl.DataFrame, results_dir: Path, metric: str = "ndcg@10",
     if not means.height:
         return {}
     top = (means["model"][0], means["variant"][0])
-    top_scores = {int(row["seed"]): load_saved_scores(run_folder(results_dir, row))
-                  for row in _runs_of(board, board["dataset"][0], "/".join(top)).iter_rows(named=True)}
+    dataset = board["dataset"][0]
+    top_rows = _runs_of(board, dataset, "/".join(top)).to_dicts()
     standing = {top: "top"}
     for model, variant in means.select("model", "variant").iter_rows():
         if (model, variant) == top:
             continue
-        p_values = []
-        for row in _runs_of(board, board["dataset"][0], f"{model}/{variant}").iter_rows(named=True):
-            own, best = load_saved_scores(run_folder(results_dir, row)), top_scores.get(int(row["seed"]))
-            if own is not None and best is not None:
-                p_values.append(per_query_p_value(own.per_query, best.per_query, metric))
+        rows = _runs_of(board, dataset, f"{model}/{variant}").to_dicts()
+        p_values = [p for p in seed_matched_p_values(rows, top_rows, results_dir, metric).values() if p is not None]
         if not p_values:
             standing[(model, variant)] = "–"
             continue
@@ -232,16 +230,33 @@ def _runs_of(board: pl.DataFrame, dataset: str, model_variant: str) -> pl.DataFr
                         & (pl.col("variant") == (variant or "default")))
 
 
-def _seed_values(rows: pl.DataFrame, key: str, results_dir: Path) -> dict[int, tuple[float, Path]]:
-    """seed -> (the leaderboard's value of ``key``, the run folder) for one model/variant."""
+def _seed_values(rows: pl.DataFrame, key: str) -> dict[int, float]:
+    """seed -> the leaderboard's value of ``key`` for one model/variant."""
     values = rows[key].cast(pl.Float64, strict=False).to_list() if key in rows.columns else [None] * rows.height
-    return {int(row["seed"]): (np.nan if value is None else value, run_folder(results_dir, row))
+    return {int(row["seed"]): np.nan if value is None else value
             for row, value in zip(rows.iter_rows(named=True), values, strict=True)}
 
 
 def run_folder(results_dir: Path, row: dict[str, Any]) -> Path:
     """A board row's run folder: ``<results>/runs/<dataset>/<model>/<variant>/seed<k>``."""
     return Path(results_dir) / "runs" / row["dataset"] / row["model"] / row["variant"] / f"seed{row['seed']}"
+
+
+def seed_matched_p_values(a_rows: Iterable[dict[str, Any]], b_rows: Iterable[dict[str, Any]], results_dir: Path,
+                          metric: str, group: str | None = None) -> dict[int, float | None]:
+    """seed -> the paired p-value on ``metric`` (within query ``group``) of the two sides' runs of that seed, for
+    every seed both sides have (board rows); None where either run's saved scores are gone. Every reader of "the
+    largest p over the seeds" (the board's standing, the claims, the cards) tests seed against seed this way."""
+    b_by_seed = {int(row["seed"]): row for row in b_rows}
+    found: dict[int, float | None] = {}
+    for row in a_rows:
+        seed = int(row["seed"])
+        if seed not in b_by_seed:
+            continue
+        a, b = load_saved_scores(run_folder(results_dir, row)), load_saved_scores(run_folder(results_dir, b_by_seed[seed]))
+        found[seed] = None if a is None or b is None else per_query_p_value(a.per_query, b.per_query, metric,
+                                                                            a.group_units(group))
+    return found
 
 
 def _check_claim(claim: dict[str, Any], board: pl.DataFrame,
@@ -256,16 +271,16 @@ def _check_claim(claim: dict[str, Any], board: pl.DataFrame,
     metric, group = claim["metric"], claim.get("group")
     key = f"{metric}[group={group}]" if group else metric
     a_rows, b_rows = _runs_of(board, dataset, claim["a"]), _runs_of(board, claim.get("b_dataset", dataset), claim["b"])
-    a_runs, b_runs = _seed_values(a_rows, key, results_dir), _seed_values(b_rows, key, results_dir)
+    a_runs, b_runs = _seed_values(a_rows, key), _seed_values(b_rows, key)
     seeds = sorted(set(a_runs) & set(b_runs))
     if not seeds:
         return None
-    a_mean = float(np.mean([a_runs[seed][0] for seed in seeds]))
-    b_mean = float(np.mean([b_runs[seed][0] for seed in seeds]))
+    a_mean = float(np.mean([a_runs[seed] for seed in seeds]))
+    b_mean = float(np.mean([b_runs[seed] for seed in seeds]))
     change = relative_change(a_mean, b_mean)
     same_queries = claim.get("b_dataset", dataset) == dataset
-    p_values = [_claim_p_value(claim, a_runs[seed][1], b_runs[seed][1]) if same_queries else np.nan
-                for seed in seeds]
+    p_values = (list(seed_matched_p_values(a_rows.to_dicts(), b_rows.to_dicts(), results_dir, metric, group).values())
+                if same_queries else [np.nan] * len(seeds))
     p_max = float("nan") if any(p is None for p in p_values) or np.all(np.isnan(p_values)) \
         else float(np.nanmax(p_values))
     if np.isnan(p_max):
@@ -298,14 +313,6 @@ def _known_p_value(known: tuple | None, a_mean: float, b_mean: float, seeds: int
     old_a, old_b, old_seeds, old_p = known
     same_runs = abs(old_a - a_mean) < 1e-9 and abs(old_b - b_mean) < 1e-9 and old_seeds == seeds
     return float(old_p) if same_runs and old_p is not None else float("nan")
-
-
-def _claim_p_value(claim: dict[str, Any], a_dir: str, b_dir: str) -> float | None:
-    """Paired p-value of one seed's two saved runs; None when either run's scores are gone."""
-    a, b = load_saved_scores(a_dir), load_saved_scores(b_dir)
-    if a is None or b is None:
-        return None
-    return per_query_p_value(a.per_query, b.per_query, claim["metric"], a.group_units(claim.get("group")))
 
 
 def verdict(expect: dict[str, float], change: float, p_max: float) -> str:

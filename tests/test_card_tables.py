@@ -29,24 +29,36 @@ def test_the_table_is_the_boards_rows_with_p_values_against_the_start(load_bench
 
 
 def test_the_p_value_is_the_largest_over_the_seeds_each_against_the_starts_same_seed(load_benchmark, tmp_path):
+    import json
+
+    from retrieval_zoo.evaluation import per_query_p_value
+
     cards = load_benchmark("card_tables")
 
-    def run(name: str, values: list[float]) -> dict:
-        folder = tmp_path / name
-        folder.mkdir()
-        pl.DataFrame({"unit_id": [f"q{i}" for i in range(len(values))], "metric": ["ndcg@10"] * len(values),
+    def run(model: str, seed: int, values: list[float]) -> dict:
+        row = {"dataset": "icecat", "model": model, "variant": "default", "seed": seed}
+        folder = tmp_path / "runs" / "icecat" / model / "default" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        units = [f"q{i}" for i in range(len(values))]
+        pl.DataFrame({"unit_id": units, "metric": ["ndcg@10"] * len(values),
                       "value": values}).write_parquet(folder / "per_query.parquet")
-        return {"run_dir": name, "seed": int(name[-1])}
+        pl.DataFrame({"unit_id": units, "group": ["all"] * len(values)}).write_parquet(folder / "units.parquet")
+        (folder / "metrics.json").write_text(json.dumps({"ndcg@10": sum(values) / len(values)}))
+        return row | {"folder": folder}
 
-    start = {0: run("start0", [0.1, 0.2, 0.3, 0.4]), 1: run("start1", [0.1, 0.2, 0.3, 0.5])}
-    clear, unclear = run("model0", [0.5, 0.7, 0.6, 0.9]), run("model1", [0.2, 0.1, 0.5, 0.4])
-    p_clear = cards.per_query_p_value(cards.per_query_scores(tmp_path, clear),
-                                      cards.per_query_scores(tmp_path, start[0]), "ndcg@10")
-    p_unclear = cards.per_query_p_value(cards.per_query_scores(tmp_path, unclear),
-                                        cards.per_query_scores(tmp_path, start[1]), "ndcg@10")
+    start = {0: run("start", 0, [0.1, 0.2, 0.3, 0.4]), 1: run("start", 1, [0.1, 0.2, 0.3, 0.5])}
+    clear, unclear = run("model", 0, [0.5, 0.7, 0.6, 0.9]), run("model", 1, [0.2, 0.1, 0.5, 0.4])
+
+    def p_value(row: dict, reference: dict) -> float:
+        return per_query_p_value(*(pl.read_parquet(r["folder"] / "per_query.parquet") for r in (row, reference)),
+                                 "ndcg@10")
+
+    p_clear, p_unclear = p_value(clear, start[0]), p_value(unclear, start[1])
     assert p_clear < p_unclear
     assert cards.max_p_against_start(tmp_path, [clear, unclear], start) == p_unclear
-    assert cards.max_p_against_start(tmp_path, [run("model2", [0.5, 0.5, 0.5, 0.5])], start) is None
+    assert cards.max_p_against_start(tmp_path, [run("other", 2, [0.5, 0.5, 0.5, 0.5])], start) is None
+    (unclear["folder"] / "units.parquet").unlink()  # a run whose saved scores are gone: no p
+    assert cards.max_p_against_start(tmp_path, [clear, unclear], start) is None
 
 
 def test_refreshing_replaces_only_the_marked_table(load_benchmark):
