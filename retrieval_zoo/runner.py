@@ -580,6 +580,7 @@ def _dense_search(module: RetrievalModule, datamodule: RetrievalDataModule, test
         "index": result.factory, "index_mb": round(result.index_bytes / 2**20, 2),
         "catalogue_size": len(items), "test_units": len(test),
         **_selection_costs(selection),
+        **datamodule.mining_summary(),
         **_model_costs(module.model),
     }
     return result.scores, result.indices, costs, score_pairs

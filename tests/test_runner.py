@@ -313,3 +313,16 @@ def test_each_folds_weights_are_written_and_its_model_freed_before_the_next_fold
     before = at_fold_start[0][0]
     assert at_fold_start == [(before, 0), (before, 1), (before, 2)]
     assert sorted(p.name for p in result.run_dir.glob("model*.pt")) == [f"model-fold{k}.pt" for k in range(3)]
+
+
+def test_a_runs_costs_keep_what_hard_negative_mining_made(tiny, tmp_path):
+    """On label data the mined lists' summary (the line mining prints) is kept in the run's costs and meta.json."""
+    from dataclasses import replace
+
+    labels_only = replace(tiny, name="simshop-tiny-labels", searches=None, interactions=None, users=None)
+    [result] = run_benchmark("light_two_tower", labels_only, seeds=1, overrides=FAST, results_dir=tmp_path,
+                             wandb="disabled", progress=False, print_table=False)
+    assert result.costs["mined_queries"] == labels_only.queries.filter(pl.col("split") == "train").height
+    assert result.costs["mined_mean_length"] > 0 and result.costs["mined_likely_false_negatives"] >= 0
+    meta = json.loads((result.run_dir / "meta.json").read_text())
+    assert meta["costs"]["mined_queries"] == result.costs["mined_queries"]

@@ -169,6 +169,10 @@ class RetrievalDataModule(pl.LightningDataModule):
                                                        label_data=label_data)
         return self._hard_negatives
 
+    def mining_summary(self) -> dict[str, float | int]:
+        """``MinedLists.summary`` of the lists this run mined; empty when it mined none (nothing is mined here)."""
+        return self._hard_negatives.summary() if self._hard_negatives is not None else {}
+
     # -- serving --------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_pairs, shuffle=True, hard_negatives=self.hard_negatives)

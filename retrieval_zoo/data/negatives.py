@@ -109,6 +109,13 @@ class MinedLists:
     items: np.ndarray
     unit_query: np.ndarray
     seconds: float = 0.0
+    likely_false_negatives: int = 0  # retrieved candidates the relative-margin filter left out
+
+    def summary(self) -> dict[str, float | int]:
+        """What mining made, as a run's costs (meta.json) keep it: the line it prints, not lost with the log."""
+        return {"mined_queries": len(self.offsets) - 1, "mined_mean_length": round(self.mean_length, 2),
+                "mined_likely_false_negatives": self.likely_false_negatives,
+                "mining_seconds": round(self.seconds, 2)}
 
     def of(self, unit: int) -> np.ndarray:
         query = self.unit_query[unit]
@@ -142,7 +149,7 @@ def mine_hard_negatives(item_texts: list[str], units: QueryUnits, stages: StageL
     keys = _without(_union(per_source, len(item_texts)), excluded)
     rows, items = np.divmod(keys, len(item_texts))
     offsets = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(query_texts)))]).astype(np.int64)
-    mined = MinedLists(offsets, items.astype(np.int64), unit_query, time.perf_counter() - started)
+    mined = MinedLists(offsets, items.astype(np.int64), unit_query, time.perf_counter() - started, dropped)
     if verbose:
         margin = (f", {dropped:,} retrieved candidates within {settings.relative_margin:g} of the positives' "
                   f"score left out as likely false negatives" if filtered else "")

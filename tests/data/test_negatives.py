@@ -154,6 +154,7 @@ def test_per_example_zero_turns_mining_off():
     datamodule = RetrievalDataModule(label_data(), set(), settings)
     datamodule.setup()
     assert datamodule.hard_negatives is None
+    assert datamodule.mining_summary() == {}
     assert "hard_items" not in next(iter(datamodule.train_dataloader()))
     assert HardNegativeSettings(sources=[]).enabled is False
 
@@ -174,8 +175,12 @@ def test_retrieved_candidates_close_to_the_positives_are_dropped_and_judged_ones
     scored(monkeypatch, {("red shoe", "red running shoe"): 0.8, ("red shoe", "blue running shoe"): 0.6,
                          ("red shoe", "red shoe rack"): 0.67, ("red shoe", "red shoe polish"): 0.9,
                          ("red shoe", "red garden hose"): 0.66})
-    _, lists = mined(label_data(), relative_margin=0.05)
+    datamodule, lists = mined(label_data(), relative_margin=0.05)
     assert lists["q0"] == ["p2", "p3", "p5"]  # BM25's p4 (0.67) is dropped; judged p2 stays though it scores 0.9
+    # the count the printed line gives is kept for the run's costs too: BM25's p4 and BM25's copy of p2 (the
+    # judged list keeps its own)
+    assert datamodule.mining_summary() | {"mining_seconds": 0} == {
+        "mined_queries": 2, "mined_mean_length": 2.0, "mined_likely_false_negatives": 2, "mining_seconds": 0}
     _, retrieved_only = mined(label_data(), sources=["bm25"], relative_margin=0.05)
     assert sorted(retrieved_only["q0"]) == ["p3"]  # without the judged source p2 is a retrieved candidate too
     _, unfiltered = mined(label_data(), relative_margin=None)
