@@ -38,7 +38,7 @@ import polars as pl
 from retrieval_zoo import atomic_files
 from retrieval_zoo.evaluation import per_query_p_value
 from retrieval_zoo.plan import run_dataset_plan
-from retrieval_zoo.reports import adopt_runs
+from retrieval_zoo.reports import adopt_runs, markdown_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from selection_check import selected_states  # noqa: E402
@@ -128,8 +128,7 @@ def verdict(rows: list[dict], expected: int) -> str:
 
 def markdown(rows: list[dict], decision: str) -> str:
     headers = list(rows[0]) if rows else ["row"]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(_cell(row.get(key)) for key in headers) + " |" for row in rows]
+    lines = markdown_table(headers, ([_cell(row.get(key)) for key in headers] for row in rows))
     return "\n".join([
         "# Icecat: the average of the three best checks against the best check",
         f"Fold seed 0; `{OVERRIDE}` on every `pretrained` row, every other key as on the board. Valid: the kept "

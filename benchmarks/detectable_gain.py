@@ -24,6 +24,7 @@ from scipy import stats
 
 from retrieval_zoo import atomic_files
 from retrieval_zoo.evaluation import per_query_p_value
+from retrieval_zoo.reports import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,8 +91,7 @@ def markdown(frame: pl.DataFrame, header: list[str]) -> str:
             return f"{value:.2g}" if abs(value) < 0.001 and value != 0 else f"{value:.4f}"
         return str(value)
 
-    rows = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    rows += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
+    rows = markdown_table(frame.columns, ([cell(v) for v in row] for row in frame.iter_rows()))
     return "\n".join([*header, *rows])
 
 

@@ -42,6 +42,7 @@ from retrieval_zoo.data.registry import load_dataset
 from retrieval_zoo.evaluation import evaluate_run, per_query_p_value, relative_change
 from retrieval_zoo.models.registry import load_config
 from retrieval_zoo.plan import finished_runs, run_dataset_plan
+from retrieval_zoo.reports import markdown_table
 from retrieval_zoo.runner import config_hash, dataset_identity
 from retrieval_zoo.runs import targets_of
 from retrieval_zoo.significance import read_claims
@@ -385,17 +386,15 @@ def markdown(plan: dict, tables: dict[str, pl.DataFrame], claims: pl.DataFrame, 
         done = set(table["knob"].to_list()) if table.height else set()
         missing = [value for value in curve["points"] if float(value) not in done]
         if table.height:
-            lines += ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-            for row in table.sort("metric", "knob").iter_rows():
-                lines.append("| " + " | ".join(_cell(value) for value in row) + " |")
+            lines += markdown_table(table.columns,
+                                    ([_cell(value) for value in row] for row in table.sort("metric", "knob").iter_rows()))
             lines += ["", f"![{name}](mechanisms/{name}.png)", ""]
         if missing:
             lines += [f"Points not run yet: {', '.join(map(str, missing))} "
                       f"(`python benchmarks/mechanisms.py --curves {name}`).", ""]
     lines += ["## Curve-form claims (benchmarks/claims, entries with `curve:`)", ""]
     if claims.height:
-        lines += ["| " + " | ".join(claims.columns) + " |", "|" + "---|" * len(claims.columns)]
-        lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in claims.iter_rows()]
+        lines += markdown_table(claims.columns, ([_cell(value) for value in row] for row in claims.iter_rows()))
     else:
         lines.append("No curve-form claim has its runs yet.")
     return "\n".join(lines) + "\n"

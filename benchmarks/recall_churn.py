@@ -25,6 +25,7 @@ from pathlib import Path
 import polars as pl
 
 from retrieval_zoo import atomic_files
+from retrieval_zoo.reports import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,9 +112,7 @@ def markdown(frame: pl.DataFrame) -> str:
     def cell(value) -> str:
         return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
-    return "\n".join(lines)
+    return "\n".join(markdown_table(frame.columns, ([cell(v) for v in row] for row in frame.iter_rows())))
 
 
 def report(run_dir: Path, reference_dir: Path, k: int, query: str | None, fold: int | None) -> tuple[str, dict]:

@@ -42,6 +42,7 @@ from retrieval_zoo.data.registry import load_dataset
 from retrieval_zoo.evaluation import per_query_p_value, relative_change
 from retrieval_zoo.models.registry import load_config, model_variants
 from retrieval_zoo.plan import finished_runs, run_dataset_plan
+from retrieval_zoo.reports import markdown_table
 from retrieval_zoo.runner import config_hash, dataset_identity
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,9 +133,7 @@ def all_runs(by_seed: dict[int, list[Path]], fold_seeds: list[int]) -> list[Path
 def markdown(rows: list[dict], fold_seeds: list[int], reference: tuple[str, str], train_seeds: list[int] = (0,)
              ) -> str:
     headers = list(rows[0])
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(_cell(key, row[key]) for key in headers) + " |")
+    lines = markdown_table(headers, ([_cell(key, row[key]) for key in headers] for row in rows))
     return "\n".join([
         "# Icecat: repeated 5-fold cross-validation",
         f"Fold seeds {', '.join(map(str, fold_seeds))} (0: the board's folds), training "

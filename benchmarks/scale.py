@@ -689,16 +689,13 @@ def cell(value: Any, form: str = "{}") -> str:
     return "–" if value is None or value == "" else form.format(value).replace("|", "/")
 
 
-def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
 def report(runs: list[Run], indexes: dict, sizes: dict[str, int], args: argparse.Namespace, gpu: str) -> str:
-    run_table = markdown_table([header for header, _, _ in RUN_COLUMNS],
-                               [[cell(value(r), form) for _, value, form in RUN_COLUMNS] for r in runs])
+    from retrieval_zoo.reports import markdown_table
+
+    run_table = "\n".join(markdown_table([header for header, _, _ in RUN_COLUMNS],
+                                         [[cell(value(r), form) for _, value, form in RUN_COLUMNS] for r in runs]))
     rows = indexes["rows"]
-    ann_table = markdown_table(list(rows[0]), [list(row.values()) for row in rows]) if rows else ""
+    ann_table = "\n".join(markdown_table(list(rows[0]), [list(row.values()) for row in rows])) if rows else ""
     gpu_line = f"GPU: {gpu}" if gpu != "cpu" else "GPU: not measured (no device in this run)"
     epochs = ", ".join(r.name for r in runs if r.one_epoch) or "none"
     return "\n\n".join(filter(None, [

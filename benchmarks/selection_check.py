@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from retrieval_zoo import atomic_files
+from retrieval_zoo.reports import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("ndcg@10", "recall@100")
@@ -103,9 +104,7 @@ def markdown(frame: pl.DataFrame) -> str:
     def cell(value) -> str:
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
-    rows = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    rows += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
-    return "\n".join(rows)
+    return "\n".join(markdown_table(frame.columns, ([cell(v) for v in row] for row in frame.iter_rows())))
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ import polars as pl
 
 from retrieval_zoo import atomic_files
 from retrieval_zoo.plan import read_plan, run_dataset_plan
-from retrieval_zoo.reports import adopt_runs, read_leaderboard
+from retrieval_zoo.reports import adopt_runs, markdown_table, read_leaderboard
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ["ndcg@10", "recall@100"]
@@ -110,8 +110,7 @@ def verdict(rows: list[dict], threshold: float) -> tuple[float | None, str]:
 
 def markdown(rows: list[dict], median: float | None, decision: str) -> str:
     headers = list(rows[0]) if rows else ["row"]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(_cell(row.get(key)) for key in headers) + " |" for row in rows]
+    lines = markdown_table(headers, ([_cell(row.get(key)) for key in headers] for row in rows))
     return "\n".join([
         "# Icecat: training seeds against fold seeds",
         "Fold seed 0 (the board's folds); seed 0 is the board's run, the others `results/probes/train_seeds`. "

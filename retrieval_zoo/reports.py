@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,13 @@ def _link_or_copy(source: str, target: str) -> None:
         shutil.copy2(source, target)
 
 
+def markdown_table(headers: list[str], rows: Iterable[Iterable[str]]) -> list[str]:
+    """The lines of a markdown (GitHub) table: ``headers``, the separator, one line per row of formatted cells.
+    Every report of the repo writes its tables through this, each formatting its own cells."""
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
 def canonical(board: pl.DataFrame) -> pl.DataFrame:
     """Rows sorted by their key, the key columns first and the rest by name: equal boards are equal bytes."""
     return board.select(*KEYS, *sorted(c for c in board.columns if c not in KEYS)).sort(KEYS)
@@ -210,18 +218,18 @@ def _dataset_section(board: pl.DataFrame, dataset: str, protocol: str, claims: p
     header = ["model", "variant", *metrics, *(BUDGET_COLUMNS[c] for c in budget), "params", "train pairs/s",
               "items/s", "latency ms", "index", "index MB", *(EXTRA_COST_COLUMNS[c] for c in extra),
               *(["encoder"] if encoder else []), "config", *(["vs top"] if standing else [])]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in table.iter_rows(named=True):
-        cells = [row["model"] + (" (baseline)" if row.get("baseline") == "true" else "")
-                 + (" †" if (row["model"], row["variant"]) in stale else ""), row["variant"]]
-        for metric in metrics:
-            cells.append(mean_sd(row.get(metric), row.get(f"{metric}_sd")) + _marker(row, metric))
-        cells += [_num(row.get(c), 1) for c in budget]
-        cells += [_count(row.get("params")), _num(row.get("train_pairs_per_s"), 0), _num(row.get("encode_items_per_s"), 0),
-                  _num(row.get("query_latency_ms"), 2), str(row.get("index") or "–"), str(row.get("index_mb") or "–"),
-                  *(_num(row.get(c), 1) for c in extra), *([row.get("encoder") or "–"] if encoder else []),
-                  row.get("config") or "–", *([standing.get((row["model"], row["variant"]), "–")] if standing else [])]
-        lines.append("| " + " | ".join(cells) + " |")
+
+    def cells(row: dict[str, Any]) -> list[str]:
+        return [row["model"] + (" (baseline)" if row.get("baseline") == "true" else "")
+                + (" †" if (row["model"], row["variant"]) in stale else ""), row["variant"],
+                *(mean_sd(row.get(metric), row.get(f"{metric}_sd")) + _marker(row, metric) for metric in metrics),
+                *(_num(row.get(c), 1) for c in budget),
+                _count(row.get("params")), _num(row.get("train_pairs_per_s"), 0), _num(row.get("encode_items_per_s"), 0),
+                _num(row.get("query_latency_ms"), 2), str(row.get("index") or "–"), str(row.get("index_mb") or "–"),
+                *(_num(row.get(c), 1) for c in extra), *([row.get("encoder") or "–"] if encoder else []),
+                row.get("config") or "–", *([standing.get((row["model"], row["variant"]), "–")] if standing else [])]
+
+    lines += markdown_table(header, (cells(row) for row in table.iter_rows(named=True)))
     lines.append("")
     if stale:
         lines += [f"† made under an earlier training recipe than the current one ({RECIPE}: model selection on "
@@ -247,12 +255,10 @@ def _group_section(board: pl.DataFrame, metric: str = GROUP_METRIC) -> list[str]
         return []
     table = aggregate(board, columns)
     groups = [c[len(prefix):-1] for c in columns]
-    lines = [f"{metric} per query group (mean ± sd over seeds):", "",
-             "| model | variant | " + " | ".join(groups) + " |", "|" + "---|" * (len(groups) + 2)]
-    for row in table.iter_rows(named=True):
-        cells = [mean_sd(row[c], row[f"{c}_sd"]) for c in columns]
-        lines.append(f"| {row['model']} | {row['variant']} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
+    rows = ([row["model"], row["variant"], *(mean_sd(row[c], row[f"{c}_sd"]) for c in columns)]
+            for row in table.iter_rows(named=True))
+    return [f"{metric} per query group (mean ± sd over seeds):", "",
+            *markdown_table(["model", "variant", *groups], rows), ""]
 
 
 def _significance_marker(board: pl.DataFrame, metric: str) -> pl.Expr:

@@ -12,6 +12,7 @@ from retrieval_zoo.reports import (
     RECIPE,
     adopt_runs,
     leaderboard_path,
+    markdown_table,
     read_leaderboard,
     write_board,
     write_markdown,
@@ -119,3 +120,9 @@ def test_adopting_a_probes_runs_puts_their_folders_and_rows_on_the_board_and_lea
     assert not (board_dir / "runs" / ".staging").exists() or not any((board_dir / "runs" / ".staging").iterdir())
     with pytest.raises(ValueError, match="holds no icecat runs of seeds \\[3\\]"):
         adopt_runs(probe_dir, board_dir, "icecat", [3])
+
+
+def test_a_markdown_table_is_the_header_the_separator_and_one_line_per_row():
+    assert markdown_table(["a", "b"], [["1", "2"], ["3", "x | y"]]) == [
+        "| a | b |", "|---|---|", "| 1 | 2 |", "| 3 | x | y |"]  # cells arrive formatted; escaping is theirs
+    assert markdown_table(["only"], []) == ["| only |", "|---|"]
