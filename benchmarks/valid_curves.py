@@ -3,7 +3,9 @@
 Reads every run folder's ``valid_curve.csv`` (written by the runner when model selection is on) under
 ``results/runs/<dataset>/`` and draws one panel per model/variant: each fold's (and seed's) curve as its gain
 over its own untrained start (epoch 0). Writes ``<out>/valid_curves_<dataset>.png`` and prints the mean curves
-(over the folds and seeds that reached each epoch).
+(over the folds and seeds that reached each epoch). Runs made with ``validation.average_top_k`` > 1 also hold the
+average of their best checks (a row with ``averaged`` >= 2): it is drawn as a star at its epoch, apart from the
+curves, and left out of the mean curves.
 
     python benchmarks/valid_curves.py --dataset icecat --out docs/models
 """
@@ -27,7 +29,15 @@ def read_curves(results: Path, dataset: str) -> pl.DataFrame:
         frames.append(curve)
     if not frames:
         raise SystemExit(f"error: no valid_curve.csv under {results / 'runs' / dataset}; run the models first")
-    return pl.concat(frames, how="diagonal_relaxed")
+    curves = pl.concat(frames, how="diagonal_relaxed")
+    checked = (pl.col("epoch") > 0).cast(pl.Int64)  # curves made without averaging: the start 0, each check 1
+    averaged = pl.col("averaged").fill_null(checked) if "averaged" in curves.columns else checked
+    return curves.with_columns(averaged.alias("averaged"))
+
+
+def checks_only(curves: pl.DataFrame) -> pl.DataFrame:
+    """The start and the epochs' checks, without the averages of checks."""
+    return curves.filter(pl.col("averaged") <= 1)
 
 
 def mean_curves(curves: pl.DataFrame, metrics: list[str]) -> pl.DataFrame:
@@ -48,6 +58,7 @@ def plot(curves: pl.DataFrame, metric: str, dataset: str, out: Path) -> Path:
     gains = curves.with_columns(
         (pl.col(metric) - pl.col(metric).filter(pl.col("epoch") == 0).first()
          .over("model", "variant", "seed", "fold")).alias("gain"))
+    averages, gains = gains.filter(pl.col("averaged") >= 2), checks_only(gains)
     panels = gains.select("model", "variant").unique(maintain_order=True).sort("model", "variant").rows()
     columns = 4
     rows = -(-len(panels) // columns)
@@ -56,6 +67,11 @@ def plot(curves: pl.DataFrame, metric: str, dataset: str, out: Path) -> Path:
         part = gains.filter((pl.col("model") == model) & (pl.col("variant") == variant))
         for _, run in part.group_by(["seed", "fold"], maintain_order=True):
             axis.plot(run["epoch"], run["gain"], marker="o", markersize=3, alpha=0.7)
+        averaged = averages.filter((pl.col("model") == model) & (pl.col("variant") == variant))
+        if averaged.height:
+            axis.scatter(averaged["epoch"], averaged["gain"], marker="*", s=60, color="black", zorder=3,
+                         label="average of the best checks")
+            axis.legend(fontsize=7, loc="lower right")
         axis.axhline(0.0, color="black", linewidth=0.8)
         axis.set_title(f"{model}/{variant}", fontsize=10)
         axis.grid(alpha=0.3)
@@ -82,7 +98,7 @@ def main() -> None:
     args = parser.parse_args()
     curves = read_curves(args.results, args.dataset)
     metrics = [c for c in curves.columns if "@" in c]
-    means = mean_curves(curves, metrics)
+    means = mean_curves(checks_only(curves), metrics)
     with pl.Config(tbl_rows=200, tbl_cols=20):
         print(means)
     args.out.mkdir(parents=True, exist_ok=True)
