@@ -35,10 +35,9 @@ from pathlib import Path
 
 import polars as pl
 
-from retrieval_zoo import atomic_files
 from retrieval_zoo.evaluation import per_query_p_value
 from retrieval_zoo.plan import run_dataset_plan
-from retrieval_zoo.reports import adopt_runs, markdown_table
+from retrieval_zoo.reports import adopt_or_refuse, markdown_table, write_probe_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from selection_check import selected_states  # noqa: E402
@@ -83,7 +82,7 @@ def same_trajectory(probe: Path, board: Path) -> bool | None:
     return all(((joined[m] - joined[f"{m}_board"]).abs() < 1e-12).all() for m in METRICS)
 
 
-def test_scores(folder: Path) -> pl.DataFrame:
+def per_query_of(folder: Path) -> pl.DataFrame:
     return pl.read_parquet(folder / "per_query.parquet")
 
 
@@ -95,8 +94,8 @@ def row_report(model: str, seeds: list[int], probe_dir: Path, board_dir: Path) -
         probe_valid, board_valid = kept_on_valid(probe), kept_on_valid(board)
         if probe_valid is None or board_valid is None:
             continue  # not made yet, or the board run's curve is missing: not reported half
-        reference = test_scores(run_dir(board_dir, REFERENCE, seed))
-        scores = test_scores(probe)
+        reference = per_query_of(run_dir(board_dir, REFERENCE, seed))
+        scores = per_query_of(probe)
         rows.append({"row": label, "seed": seed,
                      "board valid ndcg@10": board_valid["ndcg@10"], "probe valid ndcg@10": probe_valid["ndcg@10"],
                      "board valid recall@100": board_valid["recall@100"],
@@ -162,22 +161,12 @@ def main() -> None:
         run_probe(seeds, args.results)
     rows = [row for model in MODELS for row in row_report(model, seeds, args.results, args.board)]
     decision = verdict(rows, len(MODELS) * len(seeds))
-    args.results.mkdir(parents=True, exist_ok=True)
-    if rows:
-        atomic_files.write_text(args.results / "icecat.csv", pl.DataFrame(rows).write_csv())
     text = markdown(rows, decision)
-    atomic_files.write_text(args.results / "icecat.md", text)
+    write_probe_report(args.results, DATASET, rows, text)
     print(text)
     if args.adopt:
-        if not decision.startswith("adopted"):
-            raise SystemExit(f"error: --adopt refused: {decision}")
-        try:
-            adopted = adopt_runs(args.results, args.board, DATASET, seeds)
-        except ValueError as error:
-            raise SystemExit(f"error: {error}") from None
-        for folder in adopted:
-            print(f"adopted: {folder}")
-
+        adopt_or_refuse(args.results, args.board, DATASET, seeds,
+                        None if decision.startswith("adopted") else decision)
 
 if __name__ == "__main__":
     main()

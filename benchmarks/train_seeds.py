@@ -28,9 +28,8 @@ from pathlib import Path
 
 import polars as pl
 
-from retrieval_zoo import atomic_files
 from retrieval_zoo.plan import read_plan, run_dataset_plan
-from retrieval_zoo.reports import adopt_runs, markdown_table, read_leaderboard
+from retrieval_zoo.reports import adopt_or_refuse, markdown_table, read_leaderboard, write_probe_report
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ["ndcg@10", "recall@100"]
@@ -148,22 +147,12 @@ def main() -> None:
     rows = report_rows(seed_means(read_leaderboard(args.board), read_leaderboard(args.results), seeds),
                        fold_seed_sd(pl.read_csv(args.repeated_cv)), seeds)
     median, decision = verdict(rows, args.threshold)
-    args.results.mkdir(parents=True, exist_ok=True)
-    if rows:
-        atomic_files.write_text(args.results / "icecat.csv", pl.DataFrame(rows).write_csv())
     text = markdown(rows, median, decision)
-    atomic_files.write_text(args.results / "icecat.md", text)
+    write_probe_report(args.results, DATASET, rows, text)
     print(text)
     if args.adopt:
-        if median is None or median < args.threshold:
-            raise SystemExit("error: --adopt refused: the rule keeps the board's one seed")
-        try:
-            adopted = adopt_runs(args.results, args.board, DATASET, seeds)
-        except ValueError as error:
-            raise SystemExit(f"error: {error}") from None
-        for run_dir in adopted:
-            print(f"adopted: {run_dir}")
-
+        adopt_or_refuse(args.results, args.board, DATASET, seeds,
+                        "the rule keeps the board's one seed" if median is None or median < args.threshold else None)
 
 if __name__ == "__main__":
     main()

@@ -107,6 +107,27 @@ def adopt_runs(probe_dir: Path, board_dir: Path, dataset: str, seeds: list[int])
     return [row["run_dir"] for row in rows]
 
 
+def write_probe_report(folder: Path, name: str, rows: list[dict[str, Any]], text: str) -> None:
+    """A probe's report: ``<name>.md`` and, when it has rows, ``<name>.csv``, each written whole."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if rows:
+        atomic_files.write_text(folder / f"{name}.csv", pl.DataFrame(rows).write_csv())
+    atomic_files.write_text(folder / f"{name}.md", text)
+
+
+def adopt_or_refuse(probe_dir: Path, board_dir: Path, dataset: str, seeds: list[int], refusal: str | None) -> None:
+    """A probe script's ``--adopt``: exit with ``refusal`` (the registered rule's reason) when there is one, else
+    put the probe's runs on the board (``adopt_runs``) and say which."""
+    if refusal:
+        raise SystemExit(f"error: --adopt refused: {refusal}")
+    try:
+        adopted = adopt_runs(probe_dir, board_dir, dataset, seeds)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    for folder in adopted:
+        print(f"adopted: {folder}")
+
+
 def _link_or_copy(source: str, target: str) -> None:
     # a hard link is safe: the store renames folders and never rewrites a file in place
     try:

@@ -10,12 +10,14 @@ import pytest
 
 from retrieval_zoo.reports import (
     RECIPE,
+    adopt_or_refuse,
     adopt_runs,
     leaderboard_path,
     markdown_table,
     read_leaderboard,
     write_board,
     write_markdown,
+    write_probe_report,
 )
 
 
@@ -126,3 +128,23 @@ def test_a_markdown_table_is_the_header_the_separator_and_one_line_per_row():
     assert markdown_table(["a", "b"], [["1", "2"], ["3", "x | y"]]) == [
         "| a | b |", "|---|---|", "| 1 | 2 |", "| 3 | x | y |"]  # cells arrive formatted; escaping is theirs
     assert markdown_table(["only"], []) == ["| only |", "|---|"]
+
+
+def test_a_probes_adopt_is_refused_with_the_rules_reason_or_moves_the_runs(tmp_path, capsys):
+    board_dir, probe_dir = tmp_path / "board", tmp_path / "probe"
+    write_board(probe_dir, [probe_row("m", 0, 0.62, 0.82)], {"icecat": "protocol"})
+    (probe_dir / "runs" / "icecat" / "m" / "pretrained" / "seed0").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="--adopt refused: rejected: valid fell"):
+        adopt_or_refuse(probe_dir, board_dir, "icecat", [0], "rejected: valid fell")
+    assert not (board_dir / "leaderboard.csv").exists()
+    adopt_or_refuse(probe_dir, board_dir, "icecat", [0], None)
+    assert "adopted: runs/icecat/m/pretrained/seed0" in capsys.readouterr().out
+    assert read_leaderboard(board_dir).height == 1
+
+
+def test_a_probe_report_is_its_markdown_and_its_rows_as_csv(tmp_path):
+    write_probe_report(tmp_path / "probe", "icecat", [{"row": "m", "ndcg@10": 0.5}], "# report\n")
+    assert (tmp_path / "probe" / "icecat.md").read_text() == "# report\n"
+    assert pl.read_csv(tmp_path / "probe" / "icecat.csv")["ndcg@10"].to_list() == [0.5]
+    write_probe_report(tmp_path / "empty", "icecat", [], "no rows yet\n")
+    assert not (tmp_path / "empty" / "icecat.csv").exists()
