@@ -37,7 +37,7 @@ import polars as pl
 
 from retrieval_zoo.evaluation import per_query_p_value
 from retrieval_zoo.plan import run_dataset_plan
-from retrieval_zoo.reports import adopt_or_refuse, markdown_table, write_probe_report
+from retrieval_zoo.reports import adopt_or_refuse, probe_markdown, write_probe_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from selection_check import selected_states  # noqa: E402
@@ -126,25 +126,13 @@ def verdict(rows: list[dict], expected: int) -> str:
 
 
 def markdown(rows: list[dict], decision: str) -> str:
-    headers = list(rows[0]) if rows else ["row"]
-    lines = markdown_table(headers, ([_cell(row.get(key)) for key in headers] for row in rows))
-    return "\n".join([
-        "# Icecat: the average of the three best checks against the best check",
+    return probe_markdown(
+        "Icecat: the average of the three best checks against the best check",
         f"Fold seed 0; `{OVERRIDE}` on every `pretrained` row, every other key as on the board. Valid: the kept "
         "state's metrics, mean of the 5 inner folds (`benchmarks/selection_check.py`'s rule); `folds averaged`: "
         "folds whose kept state is the average. Test figures and p (ranx's paired t-test against "
         f"{REFERENCE} of the same seed) are reported, not used. Made by `python benchmarks/checkpoint_average.py`"
-        " (README, seventh probe).",
-        "", *lines, "", f"Rule: {decision}.",
-    ]) + "\n"
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+        " (README, seventh probe).", rows, decision)
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 import polars as pl
 
 from retrieval_zoo.plan import read_plan, run_dataset_plan
-from retrieval_zoo.reports import adopt_or_refuse, markdown_table, read_leaderboard, write_probe_report
+from retrieval_zoo.reports import adopt_or_refuse, probe_markdown, read_leaderboard, write_probe_report
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ["ndcg@10", "recall@100"]
@@ -107,23 +107,13 @@ def verdict(rows: list[dict], threshold: float) -> tuple[float | None, str]:
     return median, f"median ratio {median:.2f} < {threshold}: the plan's one seed stands"
 
 
-def markdown(rows: list[dict], median: float | None, decision: str) -> str:
-    headers = list(rows[0]) if rows else ["row"]
-    lines = markdown_table(headers, ([_cell(row.get(key)) for key in headers] for row in rows))
-    return "\n".join([
-        "# Icecat: training seeds against fold seeds",
+def markdown(rows: list[dict], decision: str) -> str:
+    return probe_markdown(
+        "Icecat: training seeds against fold seeds",
         "Fold seed 0 (the board's folds); seed 0 is the board's run, the others `results/probes/train_seeds`. "
         "`sd over seeds`: sample sd of the training seeds' means; `sd over fold seeds`: sample sd of the means "
         "under fold seeds 0-2 at training seed 0 (`results/repeated_cv/icecat.csv`). Made by "
-        "`python benchmarks/train_seeds.py` (README, sixth check).",
-        "", *lines, "", f"Rule: {decision}.",
-    ]) + "\n"
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+        "`python benchmarks/train_seeds.py` (README, sixth check).", rows, decision)
 
 
 def main() -> None:
@@ -147,7 +137,7 @@ def main() -> None:
     rows = report_rows(seed_means(read_leaderboard(args.board), read_leaderboard(args.results), seeds),
                        fold_seed_sd(pl.read_csv(args.repeated_cv)), seeds)
     median, decision = verdict(rows, args.threshold)
-    text = markdown(rows, median, decision)
+    text = markdown(rows, decision)
     write_probe_report(args.results, DATASET, rows, text)
     print(text)
     if args.adopt:

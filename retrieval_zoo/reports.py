@@ -107,6 +107,22 @@ def adopt_runs(probe_dir: Path, board_dir: Path, dataset: str, seeds: list[int])
     return [row["run_dir"] for row in rows]
 
 
+def probe_markdown(title: str, intro: str, rows: list[dict[str, Any]], decision: str) -> str:
+    """A probe's report: its title, what it ran, one table line per row (floats to 4 places, None as "–",
+    booleans as yes / no) and the registered rule's verdict."""
+    headers = list(rows[0]) if rows else ["row"]
+    table = markdown_table(headers, ([_probe_cell(row.get(key)) for key in headers] for row in rows))
+    return "\n".join([f"# {title}", intro, "", *table, "", f"Rule: {decision}."]) + "\n"
+
+
+def _probe_cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
 def write_probe_report(folder: Path, name: str, rows: list[dict[str, Any]], text: str) -> None:
     """A probe's report: ``<name>.md`` and, when it has rows, ``<name>.csv``, each written whole."""
     folder.mkdir(parents=True, exist_ok=True)
