@@ -81,7 +81,8 @@ def is_timing(key: str) -> bool:
 
 
 def write_run_folder(result: RunResult, dataset: ProductSearchDataset, folder: Path, run: pl.DataFrame,
-               per_query: pl.DataFrame, units: pl.DataFrame, targets, valid_curve: pl.DataFrame | None) -> None:
+               per_query: pl.DataFrame, units: pl.DataFrame, targets, valid_curve: pl.DataFrame | None,
+               valid_queries: pl.DataFrame | None = None) -> None:
     """Everything of the run in ``folder`` (its staging place; ``store.commit`` moves it to ``result.run_dir``)."""
     folder.mkdir(parents=True, exist_ok=True)  # the folds' weights may be there already (write_model_state)
     (folder / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
@@ -105,6 +106,9 @@ def write_run_folder(result: RunResult, dataset: ProductSearchDataset, folder: P
     write_trec_run(run, folder / "run.trec", f"{result.model}-{result.variant}")
     if valid_curve is not None:  # valid metrics before training (epoch 0) and after each checked epoch
         valid_curve.drop([c for c in valid_curve.columns if is_timing(c)]).write_csv(folder / "valid_curve.csv")
+    if valid_queries is not None:  # each check's value of every valid unit: the curve's means, query by query
+        order = [c for c in ("fold", "check", "metric", "unit_id") if c in valid_queries.columns]
+        valid_queries.sort(order).write_parquet(folder / "valid_per_query.parquet")
 
 
 

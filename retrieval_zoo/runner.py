@@ -152,6 +152,7 @@ class SearchOutput:
     valid_curve: pl.DataFrame | None = None
     state: dict[str, torch.Tensor] | None = None  # the selected weights, on the CPU (None: BM25, no weights)
     encoder: str | None = None  # the model.encoder the model read (None: it reads none)
+    valid_queries: pl.DataFrame | None = None  # each check's per-unit valid values (RetrievalValidation)
 
 
 
@@ -420,6 +421,8 @@ def run_once(config: dict[str, Any], dataset: ProductSearchDataset, identity: Da
     units = pl.concat([o.units for o in outputs])
     curves = [o.valid_curve.with_columns(pl.lit(i, pl.Int64).alias("fold")) for i, o in enumerate(outputs)
               if o.valid_curve is not None]
+    valid_queries = [o.valid_queries.with_columns(pl.lit(i, pl.Int64).alias("fold")) for i, o in enumerate(outputs)
+                     if o.valid_queries is not None]
     targets = build_targets(dataset.judgments, units, dataset.interactions if dataset.has_behaviour else None)
     wanted = metrics or [m for m in DEFAULT_METRICS if not m.startswith("p_") or dataset.has_behaviour]
     metrics_started = time.perf_counter()
@@ -434,7 +437,8 @@ def run_once(config: dict[str, Any], dataset: ProductSearchDataset, identity: Da
                        dataset_spec=identity.spec,
                        config_hash=config_hash(config, identity.fingerprint, identity.label_data),
                        dataset_fingerprint=identity.fingerprint, encoder=outputs[0].encoder)
-    write_run_folder(result, dataset, folder, run, per_query, units, targets, pl.concat(curves) if curves else None)
+    write_run_folder(result, dataset, folder, run, per_query, units, targets, pl.concat(curves) if curves else None,
+                     pl.concat(valid_queries) if valid_queries else None)
     _log_final(loggers, result, folder)
     return result
 
@@ -501,9 +505,11 @@ def train_and_search(config: dict[str, Any], dataset: ProductSearchDataset, seed
         rerank = rerank_run(unit_frame, dataset.judgments, datamodule.catalog.product_ids, score_pairs)
     costs["features_seconds"] = round(features_seconds, 2)
     curve = costs.pop("valid_curve", None)
+    valid_queries = costs.pop("valid_queries", None)
     state = selected_state(model) if isinstance(model, RetrievalModule) else None
     encoder = (encoder_of(config) or text.DEFAULT_ENCODER) if uses_encoder(model) else None
-    return SearchOutput(run, unit_frame, costs, rerank, pl.DataFrame(curve) if curve else None, state, encoder)
+    return SearchOutput(run, unit_frame, costs, rerank, pl.DataFrame(curve) if curve else None, state, encoder,
+                        valid_queries)
 
 
 def data_module_for(config: dict[str, Any], dataset: ProductSearchDataset, model, seed: int) -> RetrievalDataModule:
@@ -525,7 +531,7 @@ def _dense_search(module: RetrievalModule, datamodule: RetrievalDataModule, test
                   config: dict[str, Any], seed: int, loggers: list, progress: bool, k: int):
     module.attach(datamodule)
     trainer_config = _without_empty_valid_loss(dict(config["trainer"]), datamodule)
-    fit_seconds, trainer, selection, selected_catalogue = 0.0, None, None, None
+    fit_seconds, trainer, selection, selected_catalogue, valid_queries = 0.0, None, None, None, None
     if module.model.trainable and trainer_config.get("max_steps", -1) != 0:
         with tempfile.TemporaryDirectory(prefix="rz-checkpoints-") as checkpoints:
             validation = _validation(config, datamodule, seed, Path(checkpoints))
@@ -536,7 +542,9 @@ def _dense_search(module: RetrievalModule, datamodule: RetrievalDataModule, test
             fit_seconds = time.perf_counter() - started
             if validation is not None:
                 selection = select_best(trainer, module, validation)
-                selected_catalogue = validation.catalogue_of(selection.catalogue_key)  # before the folder goes
+                # before the folder goes
+                selected_catalogue = validation.catalogue_of(selection.catalogue_key)
+                valid_queries = validation.valid_per_query()
     if trainer is not None:
         device = trainer.strategy.root_device
     else:
@@ -580,6 +588,7 @@ def _dense_search(module: RetrievalModule, datamodule: RetrievalDataModule, test
         "index": result.factory, "index_mb": round(result.index_bytes / 2**20, 2),
         "catalogue_size": len(items), "test_units": len(test),
         **_selection_costs(selection),
+        **({"valid_queries": valid_queries} if valid_queries is not None else {}),
         **datamodule.mining_summary(),
         **_model_costs(module.model),
     }

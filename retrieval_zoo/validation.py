@@ -142,9 +142,13 @@ class ValidScorer:
 
     def score(self, scores: np.ndarray, indices: np.ndarray) -> dict[str, float]:
         """Metric means of the ranking ``indices`` (catalogue rows, [n_units, k]) with their ``scores``."""
+        return self.score_per_query(scores, indices)[0]
+
+    def score_per_query(self, scores: np.ndarray, indices: np.ndarray) -> tuple[dict[str, float], pl.DataFrame]:
+        """``score``'s means and each valid unit's values (unit_id, metric, value), whose mean they are."""
         run = run_from_topk(self.unit_frame["unit_id"].to_list(), self.product_ids, scores, indices)
-        means, _ = evaluate_run(self.targets, run, self.metrics)
-        return {name: float(means.get(name, float("nan"))) for name in self.metrics}
+        means, per_query = evaluate_run(self.targets, run, self.metrics)
+        return {name: float(means.get(name, float("nan"))) for name in self.metrics}, per_query
 
 
 class RetrievalValidation(L.Callback):
@@ -201,7 +205,9 @@ class RetrievalValidation(L.Callback):
         found = index_and_search(items, queries, min(self.settings.k, len(items)),
                                  chosen_factory(self.index, len(items)), self.index["nprobe"],
                                  self.index["ef_search"], self.seed)
-        scores = self.scorer.score(found.scores, found.indices)
+        scores, per_query = self.scorer.score_per_query(found.scores, found.indices)
+        if epoch is not None and self.keep_catalogue:
+            per_query.with_columns(pl.lit(str(epoch)).alias("check")).write_parquet(self._queries_path(epoch))
         module.train(was_training)
         self.seconds += time.perf_counter() - started
         return scores
@@ -219,6 +225,18 @@ class RetrievalValidation(L.Callback):
 
     def _catalogue_path(self, epoch: int | str) -> Path:
         return self.checkpoint_dir / (f"catalogue-{epoch}.npy" if epoch == AVERAGE else f"catalogue-epoch{epoch}.npy")
+
+    def _queries_path(self, epoch: int | str) -> Path:
+        return self.checkpoint_dir / f"valid-queries-{epoch}.parquet"
+
+    def valid_per_query(self) -> pl.DataFrame | None:
+        """Every check's (and the average's) value of each valid unit: check ("0" the start, "1".. the epochs,
+        "average"), unit_id, metric, value; None under several processes (not kept there). A selection rule can be
+        judged on units it did not select on (a split of them) only from these, not from the curve's means."""
+        paths = sorted(self.checkpoint_dir.glob("valid-queries-*.parquet"))
+        if not self.keep_catalogue or not paths:
+            return None
+        return pl.concat([pl.read_parquet(path) for path in paths]).select("check", "unit_id", "metric", "value")
 
     def _drop_unselectable_catalogues(self) -> None:
         """Delete the vectors of trained checks that can no longer be selected, so at most a few stay on disk.

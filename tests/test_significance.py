@@ -141,9 +141,9 @@ def test_git_keeps_the_score_files_of_a_run_folder_and_ignores_the_rest():
 
     root = Path(__file__).resolve().parents[1]
     folder = "results/runs/simshop/mmse/default/seed0"
-    # meta.json: the versions and threads a differing rerun is traced to; config.yaml: the recipe; valid_curve.csv:
-    # what selection saw
-    kept = [*SCORE_FILES, "meta.json", "config.yaml", "valid_curve.csv"]
+    # meta.json: the versions and threads a differing rerun is traced to; config.yaml: the recipe; valid_curve.csv
+    # and valid_per_query.parquet: what selection saw
+    kept = [*SCORE_FILES, "meta.json", "config.yaml", "valid_curve.csv", "valid_per_query.parquet"]
     for name, ignored in [*((n, False) for n in kept), ("run.parquet", True), ("run.trec", True),
                           ("qrels.parquet", True), ("model.pt", True)]:
         check = subprocess.run(["git", "check-ignore", "-q", f"{folder}/{name}"], cwd=root, check=False)

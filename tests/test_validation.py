@@ -256,3 +256,21 @@ def test_the_average_of_the_best_checks_stands_for_training_against_the_start(
         assert torch.equal(served[name], tensor), name
     assert result.costs["averaged_checks"] == (2 if kept == "average" else 0)
     assert result.costs["best_epoch"] == (3 if kept == "average" else 0)
+
+
+def test_every_checks_valid_values_are_kept_query_by_query_and_average_to_the_curve(tiny, tmp_path):
+    """valid_per_query.parquet: each check's (and the average's) value of every valid unit, whose means are the
+    curve's, so a selection rule can later be judged on valid units it did not select on."""
+    overrides = ["trainer.max_epochs=2", "validation.patience=2", "validation.average_top_k=2"]
+    [result] = rz.run_benchmark("light_two_tower", tiny, overrides=overrides, results_dir=tmp_path, **QUIET)
+    queries = pl.read_parquet(result.run_dir / "valid_per_query.parquet")
+    assert sorted(queries["check"].unique().to_list()) == ["0", "1", "2", "average"]
+    means = queries.group_by("check", "metric").agg(pl.col("value").mean())
+    curve = _curve(result)
+    for row in curve.iter_rows(named=True):
+        check = "average" if row["averaged"] >= 2 else str(row["epoch"])
+        for metric in ("ndcg@10", "recall@100"):
+            mean = means.filter((pl.col("check") == check) & (pl.col("metric") == metric))["value"][0]
+            assert mean == pytest.approx(row[metric], abs=1e-12), (check, metric)
+    assert queries.filter(pl.col("check") == "0")["unit_id"].n_unique() == len(
+        queries.filter((pl.col("check") == "0") & (pl.col("metric") == "ndcg@10")))
