@@ -91,14 +91,14 @@ def row_report(model: str, seeds: list[int], probe_dir: Path, board_dir: Path) -
     rows = []
     for seed in seeds:
         probe, board = run_dir(probe_dir, label, seed), run_dir(board_dir, label, seed)
-        probe_valid, board_valid = kept_on_valid(probe), kept_on_valid(board)
-        if probe_valid is None or board_valid is None:
-            continue  # not made yet, or the board run's curve is missing: not reported half
+        probe_valid, board_valid = kept_on_valid(probe), kept_on_valid(board) or {}
+        if probe_valid is None:
+            continue  # not made yet
         reference = per_query_of(run_dir(board_dir, REFERENCE, seed))
         scores = per_query_of(probe)
         rows.append({"row": label, "seed": seed,
-                     "board valid ndcg@10": board_valid["ndcg@10"], "probe valid ndcg@10": probe_valid["ndcg@10"],
-                     "board valid recall@100": board_valid["recall@100"],
+                     "board valid ndcg@10": board_valid.get("ndcg@10"), "probe valid ndcg@10": probe_valid["ndcg@10"],
+                     "board valid recall@100": board_valid.get("recall@100"),
                      "probe valid recall@100": probe_valid["recall@100"],
                      "folds averaged": probe_valid["folds averaged"],
                      "same training": same_trajectory(probe, board),
@@ -111,17 +111,21 @@ def mean_of(per_query: pl.DataFrame, metric: str) -> float:
     return float(per_query.filter(pl.col("metric") == metric)["value"].mean())
 
 
+# The board's kept valid figures the rule was registered with (README, seventh probe): the mean over the four rows x
+# three seeds x five inner folds, read before the probe ran (two of the twelve board curves, light_two_tower's and
+# mrse's seed 0, only from the README's earlier reading of them; their run folders had lost the curve files).
+REGISTERED_BOARD = {"ndcg@10": 0.6357, "recall@100": 0.8888}
+
+
 def verdict(rows: list[dict], expected: int) -> str:
-    """The registered rule: the mean kept valid NDCG@10 over every row and seed rises, Recall@100 does not fall."""
+    """The registered rule: the probe's mean kept valid NDCG@10 over every row and seed rises above the board's
+    registered figure, and its Recall@100 does not fall below the board's."""
     if len(rows) < expected:
         return f"{len(rows)} of {expected} runs made: no verdict yet"
-    means = {column: statistics.fmean(row[column] for row in rows)
-             for column in ("board valid ndcg@10", "probe valid ndcg@10", "board valid recall@100",
-                            "probe valid recall@100")}
-    figures = (f"valid NDCG@10 {means['board valid ndcg@10']:.4f} -> {means['probe valid ndcg@10']:.4f}, "
-               f"Recall@100 {means['board valid recall@100']:.4f} -> {means['probe valid recall@100']:.4f}")
-    adopted = (means["probe valid ndcg@10"] > means["board valid ndcg@10"]
-               and means["probe valid recall@100"] >= means["board valid recall@100"])
+    probe = {m: statistics.fmean(row[f"probe valid {m}"] for row in rows) for m in METRICS}
+    figures = (f"valid NDCG@10 {REGISTERED_BOARD['ndcg@10']:.4f} (board) -> {probe['ndcg@10']:.4f}, "
+               f"Recall@100 {REGISTERED_BOARD['recall@100']:.4f} -> {probe['recall@100']:.4f}")
+    adopted = probe["ndcg@10"] > REGISTERED_BOARD["ndcg@10"] and probe["recall@100"] >= REGISTERED_BOARD["recall@100"]
     return f"{'adopted' if adopted else 'rejected'}: {figures}"
 
 
