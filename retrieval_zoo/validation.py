@@ -335,7 +335,7 @@ def select_best(trainer: L.Trainer, module, validation: RetrievalValidation) -> 
     checkpoint = trainer.checkpoint_callback
     if validation.settings.average_top_k > 1:
         curve = [{**point, "averaged": int(point["epoch"] > 0)} for point in curve]
-        kept = sorted(checkpoint.best_k_models, key=_epoch_of) if checkpoint is not None else []
+        kept = sorted((_epoch_of(path), path) for path in checkpoint.best_k_models) if checkpoint is not None else []
         if len(kept) >= 2:
             return _average_or_start(kept, module, validation, Selection(0, scores[0], max(scores), curve, seconds))
     best_epoch, best_path = 0, validation.start_path
@@ -356,13 +356,14 @@ def _epoch_of(path: str | Path) -> int:
     return int(saved["epoch"]) + 1  # saved at the end of 0-based epoch e: e + 1 epochs trained
 
 
-def _average_or_start(paths: list[str], module, validation: RetrievalValidation, start: Selection) -> Selection:
-    """Score the uniform average of the checks at ``paths`` on valid and keep it (loaded in ``module``) if it
-    beats the start, else load the start. The curve gains the average's row: its epoch is the last averaged
-    check's (the state exists from then on), its ``averaged`` the number of checks in it."""
-    epochs = [_epoch_of(path) for path in paths]
+def _average_or_start(checks: list[tuple[int, str]], module, validation: RetrievalValidation,
+                      start: Selection) -> Selection:
+    """Score the uniform average of the ``checks`` (epoch, checkpoint path) on valid and keep it (loaded in
+    ``module``) if it beats the start, else load the start. The curve gains the average's row: its epoch is the
+    last averaged check's (the state exists from then on), its ``averaged`` the number of checks in it."""
+    epochs = [epoch for epoch, _ in checks]
     states = [torch.load(path, map_location=module.device, weights_only=False, mmap=True)["state_dict"]
-              for path in paths]
+              for _, path in checks]
     module.load_state_dict(uniform_average(states))
     started = time.perf_counter()
     scores = validation.evaluate(module, AVERAGE)
