@@ -419,10 +419,8 @@ def run_once(config: dict[str, Any], dataset: ProductSearchDataset, identity: Da
         outputs = [_search_keeping_weights(config, dataset, seed, loggers, progress, folder, None)]
     run = pl.concat([o.run for o in outputs])
     units = pl.concat([o.units for o in outputs])
-    curves = [o.valid_curve.with_columns(pl.lit(i, pl.Int64).alias("fold")) for i, o in enumerate(outputs)
-              if o.valid_curve is not None]
-    valid_queries = [o.valid_queries.with_columns(pl.lit(i, pl.Int64).alias("fold")) for i, o in enumerate(outputs)
-                     if o.valid_queries is not None]
+    curves = _tagged_by_fold([o.valid_curve for o in outputs])
+    valid_queries = _tagged_by_fold([o.valid_queries for o in outputs])
     targets = build_targets(dataset.judgments, units, dataset.interactions if dataset.has_behaviour else None)
     wanted = metrics or [m for m in DEFAULT_METRICS if not m.startswith("p_") or dataset.has_behaviour]
     metrics_started = time.perf_counter()
@@ -441,6 +439,13 @@ def run_once(config: dict[str, Any], dataset: ProductSearchDataset, identity: Da
                      pl.concat(valid_queries) if valid_queries else None)
     _log_final(loggers, result, folder)
     return result
+
+
+def _tagged_by_fold(frames: list[pl.DataFrame | None]) -> list[pl.DataFrame]:
+    """Each fold's frame with its fold number, so the folds' valid curves and per-query values stay apart in one
+    file; folds without validation (None) are left out."""
+    return [frame.with_columns(pl.lit(i, pl.Int64).alias("fold")) for i, frame in enumerate(frames)
+            if frame is not None]
 
 
 def _search_keeping_weights(config: dict[str, Any], dataset: ProductSearchDataset, seed: int, loggers: list,
