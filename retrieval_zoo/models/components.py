@@ -24,8 +24,10 @@ from retrieval_zoo.data import text
 
 
 def pretrained_token_table(encoder: str | None = None) -> torch.Tensor:
-    """The encoder's input-token embedding table ([30522, 384] for all-MiniLM-L6-v2; a frozen copy)."""
-    return _token_table_at(text.pretrained_model_path(encoder))
+    """The encoder's input-token embedding table ([30522, 384] for all-MiniLM-L6-v2), a copy of its own for each
+    caller: ``nn.Embedding.from_pretrained`` trains the tensor it is given in place, and a shared one would carry a
+    trained model's table into the next model's start (the next fold's, seed's or row's in one process)."""
+    return _token_table_at(text.pretrained_model_path(encoder)).clone()
 
 
 @lru_cache(maxsize=2)

@@ -108,3 +108,17 @@ def test_each_pretrained_variants_softmax_is_sharp_on_its_unit_vector_start(mode
     loss = build_loss(**load_config(model, variant="pretrained")["loss"])
     separated = softmax_cross_entropy(torch.eye(256), torch.arange(256), loss.temperature)
     assert separated < 0.1 * math.log(256), (model, loss.temperature, float(separated))
+
+
+def test_training_one_pretrained_token_table_leaves_the_next_models_start_as_minilms():
+    """The cached MiniLM table is handed out as a copy: ``nn.Embedding.from_pretrained`` trains the tensor it is
+    given in place, so a shared one made every later fold, seed or row in a process start from a trained table."""
+    from retrieval_zoo.models.components import TokenEmbedding, pretrained_token_table
+
+    original = pretrained_token_table()
+    trained = TokenEmbedding(384, pretrained=True)
+    optimiser = torch.optim.SGD(trained.parameters(), lr=1.0)
+    trained.table(torch.tensor([[101, 2054, 102]])).sum().backward()
+    optimiser.step()
+    assert not torch.equal(trained.table.weight, original)  # the step moved the first model's table
+    assert torch.equal(TokenEmbedding(384, pretrained=True).table.weight, original)
